@@ -1,0 +1,1 @@
+"""The JupyterHub deployment: layered config, the hub's configurer, services, and the `academy` CLI."""

@@ -1,0 +1,102 @@
+"""The `academy` command: bring the platform up or down, check it, run the tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import hub_process, installer, slurm_cluster
+from .config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _print_welcome(cfg: dict, creds: dict[str, str]) -> None:
+    url = hub_process.public_url(cfg)
+    print()
+    print(f"  AI Factory Academy is up: open {url}")
+    if creds:
+        print("  Demo accounts (user / password / groups):")
+        for name, password in creds.items():
+            groups = ", ".join(cfg["demo"]["users"].get(name, []))
+            print(f"    {name:<10} {password:<14} {groups}")
+        print(f"  (kept in {installer.credentials_file(cfg['hub']['state_dir'])}, readable by root only)")
+    print("  Stop everything with: ./academy down")
+    print()
+
+
+def prepare(cfg: dict, with_hub_deps: bool = True) -> dict[str, str]:
+    """Install what is missing and bring Slurm up; returns the demo credentials."""
+    installer.require_root("academy")
+    installer.ensure_apt_packages()
+    installer.ensure_proxy()
+    installer.ensure_notebook_env(cfg["notebook_env"])
+    creds = {}
+    if cfg["demo"]["enabled"]:
+        creds = installer.ensure_demo_users(cfg["demo"]["users"], cfg["hub"]["state_dir"])
+    if cfg["slurm"]["manage"]:
+        installer.say(slurm_cluster.ensure_running(cfg))
+    return creds
+
+
+def cmd_up(args, cfg: dict) -> int:
+    creds = prepare(cfg)
+    already = hub_process.running_pid(cfg) is not None
+    pid = hub_process.start(cfg)
+    installer.say(f"JupyterHub {'already running' if already else 'started'} (pid {pid}), log in {hub_process.log_file(cfg)}")
+    _print_welcome(cfg, creds)
+    return 0
+
+
+def cmd_down(args, cfg: dict) -> int:
+    installer.require_root("academy down")
+    if hub_process.stop(cfg):
+        installer.say("JupyterHub stopped (its sessions' Slurm jobs were cancelled)")
+    else:
+        installer.say("JupyterHub was not running")
+    if cfg["slurm"]["manage"]:
+        stopped = slurm_cluster.stop(cfg)
+        installer.say(f"stopped {', '.join(stopped)}" if stopped else "Slurm daemons were not running")
+    return 0
+
+
+def cmd_status(args, cfg: dict) -> int:
+    pid = hub_process.running_pid(cfg)
+    print(f"hub: {'running, pid %d, %s' % (pid, hub_process.public_url(cfg)) if pid else 'stopped'}")
+    if cfg["slurm"]["manage"]:
+        print(f"slurmctld: {'up' if slurm_cluster.controller_ok() else 'down'}; "
+              f"node {slurm_cluster.node_name()}: {slurm_cluster.node_state() or 'unknown'}")
+    return 0 if pid else 3
+
+
+def cmd_test(args, cfg: dict) -> int:
+    prepare(cfg)
+    argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
+    return subprocess.call(argv, cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="academy", description="AI Factory Academy platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="install what is missing, start Slurm and the hub, print where to open it")
+    sub.add_parser("down", help="stop the hub, its sessions, and the embedded Slurm")
+    sub.add_parser("status", help="what is running")
+    test = sub.add_parser("test", help="run the test suite (installs and starts what the tests need)")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments passed to pytest")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load()
+        handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "test": cmd_test}[args.command]
+        return handler(args, cfg)
+    except (ConfigError, installer.InstallError, slurm_cluster.ClusterError, hub_process.HubError) as e:
+        print(f"academy: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

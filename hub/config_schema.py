@@ -1,0 +1,88 @@
+"""JSON schema of /etc/academy/config.yaml: the one source of validation and of the keys' docs.
+
+Profiles are checked structurally here and semantically by spawners.profiles.
+"""
+
+_name = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+         "description": "letters, digits, '_', '.' and '-'"}
+_port = {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a TCP port, 1 to 65535"}
+_walltime = {"type": "string", "pattern": r"^(\d{1,2}-)?\d{1,2}:\d{2}:\d{2}$",
+             "description": "HH:MM:SS or D-HH:MM:SS"}
+_abs_path = {"type": "string", "pattern": r"^/[^\n\0]*$", "description": "an absolute path"}
+_user = {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$", "description": "a Unix user name"}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["hub", "notebook_env", "slurm", "profiles", "demo"],
+    "properties": {
+        "hub": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "ip": {"type": "string", "description": "address the public proxy listens on"},
+                "port": _port,
+                "hub_ip": {"type": "string", "description": "address the hub's API listens on"},
+                "hub_port": _port,
+                "hub_connect_url": {"type": "string", "pattern": r"^https?://[^\s]+$",
+                                    "description": "http(s) URL the compute nodes use to reach the hub"},
+                "state_dir": _abs_path,
+                "log_dir": _abs_path,
+                "db_url": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in state_dir"},
+                "admin_users": {"type": "array", "items": _user},
+                "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400,
+                                  "description": "seconds a session may take to start, queue time included"},
+                "http_timeout": {"type": "integer", "minimum": 5, "maximum": 3600,
+                                 "description": "seconds for a started server to answer"},
+            },
+        },
+        "notebook_env": {**_abs_path, "description": "the session's virtual environment, readable by learners"},
+        "slurm": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "manage": {"type": "boolean", "description": "true to run the embedded one-node cluster"},
+                "cluster_name": _name,
+                "conf_dir": _abs_path,
+                "state_dir": _abs_path,
+                "ctld_port": _port,
+                "slurmd_port": _port,
+                "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096},
+                "node_memory_mb": {"type": "integer", "minimum": 256},
+                "gpu_type": _name,
+                "gpus": {"type": "integer", "minimum": 0, "maximum": 64},
+                "server_ip": {"type": "string", "description": "address session servers bind to"},
+                "node_hosts": {"type": "object", "additionalProperties": {"type": "string"},
+                               "description": "Slurm node name -> address the hub connects to"},
+                "partitions": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "max_time", "default_time"],
+                        "properties": {
+                            "name": _name,
+                            "max_time": _walltime,
+                            "default_time": _walltime,
+                            "default": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+        "profiles": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                     "description": "resource profiles, see spawners/profiles.py"},
+        "demo": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "users": {"type": "object", "propertyNames": _user,
+                          "additionalProperties": {"type": "array", "items": _name},
+                          "description": "user name -> list of hub groups"},
+            },
+        },
+    },
+}

@@ -1,0 +1,107 @@
+"""Start and stop the JupyterHub process (which starts configurable-http-proxy itself)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .slurm_cluster import port_in_use
+
+CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+
+
+class HubError(RuntimeError):
+    """The hub could not be started or stopped; the message says why and what to do."""
+
+
+def pid_file(cfg: dict) -> Path:
+    return Path(cfg["hub"]["state_dir"]) / "jupyterhub.pid"
+
+
+def log_file(cfg: dict) -> Path:
+    return Path(cfg["hub"]["log_dir"]) / "jupyterhub.log"
+
+
+def running_pid(cfg: dict) -> int | None:
+    try:
+        pid = int(pid_file(cfg).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def public_url(cfg: dict) -> str:
+    return f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}/"
+
+
+def is_up(cfg: dict) -> bool:
+    try:
+        with urllib.request.urlopen(public_url(cfg) + "hub/api/", timeout=3) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 90) -> int:
+    """Start the hub in the background; return its pid. Idempotent."""
+    pid = running_pid(cfg)
+    if pid is not None:
+        return pid
+    for key in ("port", "hub_port"):
+        port = cfg["hub"][key]
+        if port_in_use(port):
+            raise HubError(
+                f"port {port} (hub.{key}) is taken by another program: stop it, or set hub.{key} "
+                "in /etc/academy/config.yaml to a free port"
+            )
+    state, logs = Path(cfg["hub"]["state_dir"]), Path(cfg["hub"]["log_dir"])
+    state.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)  # cookie secret, database, credentials
+    exe = Path(sys.executable).with_name("jupyterhub")
+    env = {**os.environ, **(config_env or {})}
+    with open(log_file(cfg), "ab") as log:
+        proc = subprocess.Popen(
+            [str(exe), "-f", str(CONFIG_FILE)], cwd=state, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HubError(f"JupyterHub exited ({proc.returncode}); last lines of {log_file(cfg)}:\n{_tail(log_file(cfg))}")
+        if is_up(cfg):
+            return proc.pid
+        time.sleep(0.5)
+    proc.terminate()
+    raise HubError(f"JupyterHub did not answer within {timeout:.0f} s; see {log_file(cfg)}:\n{_tail(log_file(cfg))}")
+
+
+def stop(cfg: dict, timeout: float = 60) -> bool:
+    """Stop the hub (it stops the sessions it runs and its proxy); True if one was running."""
+    pid = running_pid(cfg)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,139 @@
+"""Idempotent install steps: each ``ensure_*`` checks first and changes only what is missing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
+APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck"]
+# Node.js may come from elsewhere than Debian (its npm then conflicts with Debian's): install
+# Debian's only where the commands are missing.
+APT_IF_COMMAND_MISSING = {"node": "nodejs", "npm": "npm"}
+PROXY_VERSION = "5.3.0"
+# The notebook env must not live under a root-only home (pyenv in /root): learners run it.
+NOTEBOOK_PYTHON = "/usr/bin/python3"
+
+
+class InstallError(RuntimeError):
+    """An install step failed; the message names the step and what to do."""
+
+
+def say(message: str) -> None:
+    print(f"academy: {message}", flush=True)
+
+
+def _run(argv: list[str], what: str, **kwargs) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise InstallError(f"{what} failed (exit {result.returncode}):\n{tail}")
+
+
+def missing_apt_packages(packages: list[str]) -> list[str]:
+    missing = []
+    for name in packages:
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True)
+        if "install ok installed" not in result.stdout:
+            missing.append(name)
+    return missing
+
+
+def ensure_apt_packages(packages: list[str] = APT_PACKAGES) -> None:
+    missing = missing_apt_packages(packages)
+    missing += [pkg for cmd, pkg in APT_IF_COMMAND_MISSING.items() if shutil.which(cmd) is None]
+    if not missing:
+        return
+    say(f"installing Debian packages: {' '.join(missing)} (apt-get, a few minutes)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-q"], "apt-get update", env=env)
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], "apt-get install", env=env)
+
+
+def ensure_proxy() -> None:
+    if shutil.which("configurable-http-proxy"):
+        return
+    say(f"installing configurable-http-proxy {PROXY_VERSION} (npm)")
+    _run(["npm", "install", "-g", "--no-fund", "--no-audit", f"configurable-http-proxy@{PROXY_VERSION}"],
+         "npm install configurable-http-proxy")
+
+
+def _notebook_env_fingerprint() -> str:
+    h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
+    h.update((ROOT / "pyproject.toml").read_bytes())
+    for path in sorted((ROOT / "spawners").rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def ensure_notebook_env(env_dir: str) -> None:
+    """The learners' session environment: world-readable, root-owned, pinned."""
+    env = Path(env_dir)
+    marker = env / ".academy-installed"
+    fingerprint = _notebook_env_fingerprint()
+    if marker.exists() and marker.read_text().strip() == fingerprint:
+        return
+    if not (env / "bin" / "python").exists():
+        say(f"creating the notebook environment in {env} (torch, JupyterLab, nbgrader: a few minutes)")
+        _run([NOTEBOOK_PYTHON, "-m", "venv", str(env)], "creating the notebook venv")
+    else:
+        say(f"updating the notebook environment in {env}")
+    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    _run([*pip, "-r", str(NOTEBOOK_REQUIREMENTS)], "installing the notebook requirements")
+    # The launcher (spawners.launcher) must be importable inside the job; nothing else is needed.
+    _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the launcher into the notebook env")
+    os.chmod(env, 0o755)
+    marker.write_text(fingerprint + "\n")
+
+
+def credentials_file(state_dir: str) -> Path:
+    return Path(state_dir) / "demo-credentials.json"
+
+
+def load_credentials(state_dir: str) -> dict[str, str]:
+    try:
+        return json.loads(credentials_file(state_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _user_exists(name: str) -> bool:
+    return subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
+
+
+def ensure_demo_users(users: dict[str, list[str]], state_dir: str) -> dict[str, str]:
+    """Real Unix accounts with generated passwords, kept (root-only) across runs."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    creds = load_credentials(state_dir)
+    changed = False
+    for name in users:
+        if not _user_exists(name):
+            _run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", name], f"useradd {name}")
+            creds.pop(name, None)
+        if name not in creds:
+            creds[name] = secrets.token_urlsafe(9)
+            _run(["chpasswd"], f"setting {name}'s password", input=f"{name}:{creds[name]}\n")
+            changed = True
+    if changed:
+        path = credentials_file(state_dir)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        os.chmod(tmp, 0o600)
+        tmp.write_text(json.dumps(creds, indent=2) + "\n")
+        os.replace(tmp, path)
+    return {name: creds[name] for name in users}
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise InstallError(
+            f"{action} needs root: it installs packages, creates Unix users and starts Slurm's daemons. "
+            f"Run it again with sudo: sudo {' '.join(['./academy', *sys.argv[1:]])}"
+        )

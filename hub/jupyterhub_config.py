@@ -1,0 +1,18 @@
+"""JupyterHub configuration: load the platform config (validated) and apply it.
+
+Started as ``jupyterhub -f hub/jupyterhub_config.py`` by ``academy up``. An invalid config
+stops the hub here, before anything listens, with a message naming the key.
+"""
+
+import sys
+
+from hub.config import ConfigError, load
+from hub.configurer import apply_config
+
+try:
+    _cfg = load()
+except ConfigError as _e:
+    print(f"academy: invalid configuration: {_e}", file=sys.stderr)
+    sys.exit(2)
+
+apply_config(c, _cfg)  # noqa: F821 - `c` is provided by JupyterHub
