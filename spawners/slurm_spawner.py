@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import shlex
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -26,20 +25,30 @@ from tornado import web
 from traitlets import Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import port_report  # noqa: F401  (swaps batchspawner's API handler on import)
+from .batch_script import BatchScriptValues, render_batch_script
 from .options import OptionsError, SessionRequest, validate_user_options
 from .profiles import Profile, ProfileError, parse_profiles, profiles_for_groups
 from .slurm_client import SlurmClient, SlurmError
 
 TEMPLATES = Path(__file__).parent / "templates"
-_templates = Environment(
-    loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True
-)
 _html = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined)
 
 JOB_NAME_PREFIX = "academy-nb"
 LOG_TAIL_LINES = 20
 RUNNING_STATES = {"RUNNING", "COMPLETING"}
 PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED"}
+
+
+class SessionError(web.HTTPError):
+    """A session could not start; the message is for the learner, shown as-is by the hub."""
+
+    def __init__(self, message: str, status_code: int = 500):
+        # tornado %-formats log_message when shown: escape so a log line's '%' survives.
+        super().__init__(status_code, message.replace("%", "%%"))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class AcademySlurmSpawner(SlurmSpawner):
@@ -125,7 +134,7 @@ class AcademySlurmSpawner(SlurmSpawner):
         try:
             return validate_user_options(options, self.allowed_profiles()).as_user_options()
         except OptionsError as e:
-            raise web.HTTPError(400, str(e)) from None
+            raise SessionError(str(e), 400) from None
 
     @staticmethod
     async def _apply_options(spawner: "AcademySlurmSpawner", user_options) -> None:
@@ -136,7 +145,7 @@ class AcademySlurmSpawner(SlurmSpawner):
             # Keep the last accepted options as the default for a body-less start.
             if spawner.orm_spawner is not None:
                 spawner.orm_spawner.user_options = getattr(spawner, "_accepted_options", {})
-            raise web.HTTPError(400, str(e)) from None
+            raise SessionError(str(e), 400) from None
         spawner.apply_session_request(request)
         spawner._accepted_options = request.as_user_options()
         if spawner.orm_spawner is not None:
@@ -158,29 +167,19 @@ class AcademySlurmSpawner(SlurmSpawner):
     def job_name(self) -> str:
         return f"{JOB_NAME_PREFIX}-{self.user.name}" + (f"-{self.name}" if self.name else "")
 
-    def launch_command(self) -> str:
-        python = os.path.join(self.notebook_env, "bin", "python")
-        argv = [python, "-I", "-m", "spawners.launcher", "--", *self.cmd, *self.get_args()]
-        return shlex.join(argv)
-
     def render_batch_script(self) -> str:
         """The sbatch script, from the validated profile and the hub's own settings only."""
         homedir = pwd.getpwnam(self.user.name).pw_dir
-        return _templates.get_template("batch_script.sh.j2").render(
-            job_name=self.job_name(),
-            output=os.path.join(homedir, ".academy", "logs", "session-%j.log"),
-            homedir=homedir,
-            keepvars=",".join(sorted(self.get_env())),
-            partition=self.req_partition,
-            walltime=self.req_runtime,
-            walltime_s=self.req_walltime_s,
-            cpus=self.req_nprocs,
-            memory=self.req_memory,
-            gres=self.req_gres,
-            reservation=self.req_reservation,
-            comment=f"{self.hub_instance}:{self.user.name}:{self.name or 'default'}",
-            env_bin=shlex.quote(os.path.join(self.notebook_env, "bin")),
-            launch_cmd=self.launch_command(),
+        return render_batch_script(
+            BatchScriptValues(
+                job_name=self.job_name(),
+                homedir=homedir,
+                env_names=sorted(self.get_env()),
+                comment=f"{self.hub_instance}:{self.user.name}:{self.name or 'default'}",
+                notebook_env=self.notebook_env,
+                server_argv=[*self.cmd, *self.get_args()],
+            ),
+            SessionRequest(self.session_profile, self.req_walltime_s),
         )
 
     def log_path(self) -> str:
@@ -211,7 +210,7 @@ class AcademySlurmSpawner(SlurmSpawner):
             self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=env)
         except SlurmError as e:
             self.job_id = ""
-            raise RuntimeError(f"Slurm refused the session: {e.stderr or e}") from None
+            raise SessionError(f"Slurm refused the session: {e.stderr or e}", 503) from None
         self.log.info("Submitted job %s for %s", self.job_id, self.user.name)
         return self.job_id
 
@@ -270,7 +269,7 @@ class AcademySlurmSpawner(SlurmSpawner):
                 if status == JobStatus.RUNNING:
                     break
                 if status == JobStatus.NOTFOUND:
-                    raise RuntimeError(await self._job_failed_message("ended before it started"))
+                    raise SessionError(await self._job_failed_message("ended before it started"))
                 await asyncio.sleep(self.startup_poll_interval)
             self.ip = self.state_gethost()
             self._waiting_for_port = True
@@ -279,7 +278,7 @@ class AcademySlurmSpawner(SlurmSpawner):
                 if self.port:
                     break
                 if await self.query_job_status() == JobStatus.NOTFOUND:
-                    raise RuntimeError(await self._job_failed_message("ended before its server reported a port"))
+                    raise SessionError(await self._job_failed_message("ended before its server reported a port"))
         finally:
             self._waiting_for_port = False
         self.log.info("Session job %s of %s is at %s:%s", self.job_id, self.user.name, self.ip, self.port)
