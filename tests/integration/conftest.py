@@ -1,0 +1,208 @@
+"""Fixtures that give real parts: the one-node Slurm, a JupyterHub with its proxy, demo learners."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+import yaml
+
+from hub import config as academy_config
+from hub import hub_process, installer, slurm_cluster
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def base_config() -> dict:
+    return academy_config.load()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_up(base_config):
+    """The embedded one-node cluster, started if it is not running (needs root)."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (real Unix users, sudo, Slurm daemons): run `sudo ./academy test`")
+    slurm_cluster.ensure_running(base_config)
+    return base_config["slurm"]
+
+
+@pytest.fixture(scope="session")
+def demo_credentials(base_config) -> dict[str, str]:
+    return installer.ensure_demo_users(base_config["demo"]["users"], base_config["hub"]["state_dir"])
+
+
+@dataclass
+class Hub:
+    url: str
+    cfg: dict
+    config_file: Path
+
+    @property
+    def log(self) -> str:
+        return hub_process.log_file(self.cfg).read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
+    """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
+    root = tmp_path_factory.mktemp("hub")
+    profiles = list(base_config["profiles"]) + [{
+        "key": "broken-reservation", "display": "Workshop with a reservation that does not exist",
+        "partition": "gpu", "gres": "gpu:h200:1", "cpus": 1, "memory": "1G", "walltime_default": "00:10:00",
+        "walltime_max": "00:20:00", "groups": ["learners"], "reservation": "no-such-reservation",
+    }]
+    hub_port = _free_port()
+    override = {
+        "hub": {"port": _free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+                "state_dir": str(root / "state"), "log_dir": str(root / "log"), "start_timeout": 120},
+        "profiles": profiles,
+    }
+    config_file = root / "config.yaml"
+    config_file.write_text(yaml.safe_dump(override))
+    cfg = academy_config.load(config_file)
+    hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
+    yield Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
+    hub_process.stop(cfg)
+    artifacts = Path(__file__).resolve().parents[1] / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(hub_process.log_file(cfg), artifacts / "integration-hub.log")
+
+
+class HubUser:
+    """A person logged in through the hub's login form, with their browser cookies."""
+
+    def __init__(self, hub: Hub, name: str, password: str):
+        self.hub, self.name = hub, name
+        self.http = requests.Session()
+        self.http.get(f"{hub.url}/hub/login")
+        r = self.http.post(f"{hub.url}/hub/login",
+                           data={"username": name, "password": password, "_xsrf": self.http.cookies.get("_xsrf")})
+        assert r.status_code == 200 and "/hub/login" not in r.url, f"{name} could not log in: {r.status_code} {r.url}"
+        self.xsrf = re.search(r'xsrf_token: "([^"]+)"', r.text).group(1)
+        self._token = None
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers={"X-XSRFToken": self.xsrf}, **kwargs)
+
+    def spawn_form(self) -> str:
+        return self.http.get(f"{self.hub.url}/hub/spawn").text
+
+    def submit_spawn_form(self, **fields) -> requests.Response:
+        return self.http.post(f"{self.hub.url}/hub/spawn/{self.name}", data={**fields, "_xsrf": self.xsrf},
+                              headers={"X-XSRFToken": self.xsrf}, allow_redirects=False)
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            r = self.api("POST", f"/users/{self.name}/tokens", json={"note": "tests"})
+            assert r.status_code == 201, r.text
+            self._token = r.json()["token"]
+        return self._token
+
+    def server(self) -> dict | None:
+        return self.api("GET", f"/users/{self.name}").json().get("servers", {}).get("")
+
+    def wait_ready(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.server()
+            if server and server.get("ready"):
+                return server
+            if server is None:
+                raise AssertionError(f"{self.name}'s server stopped while starting; hub log:\n{self.hub.log[-3000:]}")
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}'s server not ready after {timeout} s")
+
+    def stop_server(self) -> None:
+        r = self.api("DELETE", f"/users/{self.name}/server")
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 60
+        while self.server() is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def login(hub, demo_credentials):
+    users: list[HubUser] = []
+
+    def _login(name: str) -> HubUser:
+        user = HubUser(hub, name, demo_credentials[name])
+        users.append(user)
+        return user
+
+    yield _login
+    for user in users:  # leave no session behind for the next test
+        if user.server() is not None:
+            user.stop_server()
+
+
+@pytest.fixture
+def learner(login) -> HubUser:
+    return login("learner1")
+
+
+def squeue(*args: str) -> list[dict]:
+    out = subprocess.run(["squeue", "--noheader", "--states=all", "--format=%i|%u|%T|%P|%l|%b|%j", *args],
+                         capture_output=True, text=True, check=True).stdout
+    keys = ["id", "user", "state", "partition", "time_limit", "gres", "name"]
+    return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+def live_jobs(user: str) -> list[dict]:
+    return [j for j in squeue("--user", user) if j["state"] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
+
+
+def run_in_kernel(hub: Hub, user: str, token: str, code: str, timeout: float = 60) -> str:
+    """Execute code in a new kernel of the user's server, through the proxy; return its stdout."""
+    headers = {"Authorization": f"token {token}"}
+    base = f"{hub.url}/user/{user}/api/kernels"
+    kernel = requests.post(base, headers=headers, json={"name": "python3"}, timeout=30)
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+    ws = websocket.create_connection(
+        base.replace("http://", "ws://") + f"/{kernel_id}/channels", header=[f"Authorization: token {token}"],
+        timeout=timeout,
+    )
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        out, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("kernel error: " + "\n".join(msg["content"]["traceback"]))
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+        raise AssertionError("kernel did not finish in time")
+    finally:
+        ws.close()
+        requests.delete(f"{base}/{kernel_id}", headers=headers, timeout=30)

@@ -1,0 +1,146 @@
+"""GPU notebook sessions end to end: real hub, real proxy, real Slurm, real kernels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from .conftest import live_jobs, run_in_kernel, squeue
+
+pytestmark = pytest.mark.integration
+
+
+def wait_no_live_jobs(user: str, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while live_jobs(user) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return live_jobs(user)
+
+
+def test_spawn_form_offers_only_the_profiles_the_groups_allow(login):
+    learner_form = login("learner1").spawn_form()
+    assert 'value="gpu-h200-1"' in learner_form and 'value="cpu-small"' in learner_form
+    assert 'value="gpu-h200-2"' not in learner_form  # trainers only
+    trainer_form = login("trainer1").spawn_form()
+    assert 'value="gpu-h200-2"' in trainer_form
+    # The walltime field is bounded by the selected profile's maximum (cpu-small: 4 h).
+    assert 'max="240"' in learner_form
+
+
+def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login):
+    r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="20")
+    assert r.status_code == 302, r.text
+    learner.wait_ready()
+
+    (job,) = live_jobs("learner1")
+    assert job["user"] == "learner1"  # the job runs as the learner, not as the hub
+    assert (job["state"], job["partition"], job["time_limit"]) == ("RUNNING", "gpu", "20:00")
+    assert "gpu:h200:1" in job["gres"]
+
+    out = run_in_kernel(hub, "learner1", learner.token, (
+        "import os, pwd, torch\n"
+        "print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))\n"
+        "print('user=' + pwd.getpwuid(os.getuid()).pw_name)\n"
+        "print('torch=' + torch.__version__)\n"
+        "print('job=' + os.environ['SLURM_JOB_ID'])\n"
+    ))
+    lines = dict(line.split("=", 1) for line in out.strip().splitlines())
+    assert lines["CVD"] == "0"  # one GRES allocated, and Slurm told the job which
+    assert lines["user"] == "learner1"
+    assert lines["torch"].startswith("2.13.0")
+    assert lines["job"] == job["id"]
+
+    # Another learner can neither use the server's API nor its page.
+    other = login("learner2")
+    r = requests.get(f"{hub.url}/user/learner1/api/contents", headers={"Authorization": f"token {other.token}"})
+    assert r.status_code == 403
+    page = other.http.get(f"{hub.url}/user/learner1/lab")
+    assert page.status_code == 403 or "/user/learner2" in page.url
+
+    # No token in the batch script, the job's visible fields, or the hub's log.
+    token = run_in_kernel(hub, "learner1", learner.token, "import os; print(os.environ['JUPYTERHUB_API_TOKEN'])").strip()
+    assert len(token) >= 32
+    script = subprocess.run(["scontrol", "write", "batch_script", job["id"], "-"], capture_output=True, text=True).stdout
+    assert "#SBATCH --gres=gpu:h200:1" in script
+    shown = subprocess.run(["scontrol", "show", "job", "-dd", job["id"]], capture_output=True, text=True).stdout
+    assert f"JobId={job['id']}" in shown
+    for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log)):
+        assert token not in text, f"server token visible in the {where}"
+
+    learner.stop_server()
+    assert wait_no_live_jobs("learner1") == []  # no orphaned job
+
+
+def test_port_report_cannot_set_spawner_attributes(hub, learner):
+    learner.submit_spawn_form(profile="cpu-small", walltime="10")
+    learner.wait_ready()
+    marker = f"/tmp/academy-pwned-{uuid.uuid4().hex}"
+    # The attack from inside the learner's own session, with the server's own token.
+    code = f"""
+import json, os, urllib.request, urllib.error
+api, token = os.environ['JUPYTERHUB_API_URL'], os.environ['JUPYTERHUB_API_TOKEN']
+def post(path, body):
+    req = urllib.request.Request(api + path, data=json.dumps(body).encode(), method='POST',
+                                 headers={{'Authorization': 'token ' + token}})
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
+print('stock', post('/batchspawner', {{'exec_prefix': 'touch {marker};', 'port': 1}}))
+print('extra', post('/academy/port', {{'port': 2000, 'exec_prefix': 'touch {marker};'}}))
+print('type', post('/academy/port', {{'port': '2000; touch {marker}'}}))
+print('late', post('/academy/port', {{'port': 2000}}))
+"""
+    out = run_in_kernel(hub, "learner1", learner.token, code)
+    codes = dict(line.split() for line in out.strip().splitlines())
+    assert codes == {"stock": "404", "extra": "400", "type": "400", "late": "409"}
+    # A learner's ordinary API token is not the server's token either.
+    r = requests.post(f"{hub.url}/hub/api/academy/port", json={"port": 2000},
+                      headers={"Authorization": f"token {learner.token}"})
+    assert r.status_code == 403
+    # The server still answers on its real port, and stopping it polls Slurm: no command ran.
+    assert requests.get(f"{hub.url}/user/learner1/api/status",
+                        headers={"Authorization": f"token {learner.token}"}).status_code == 200
+    learner.stop_server()
+    assert not os.path.exists(marker)
+    assert "touch" not in hub.log.split("Cancelling job")[-1]
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"profile": "gpu-h200-2"}, "Profile 'gpu-h200-2' is not available to you"),
+    ({"profile": "gpu-h200-1", "walltime": 500}, "Walltime 500 min is outside 1 to 120 minutes"),
+    ({"profile": "gpu-h200-1", "walltime": "30\n#SBATCH --gres=gpu:h200:4"}, "whole number of minutes"),
+    ({"profile": "gpu-h200-1", "gres": "gpu:h200:4"}, "Unknown option(s) 'gres'"),
+    ({"profile": "gpu-h200-1", "exec_prefix": "touch /tmp/x;"}, "Unknown option(s) 'exec_prefix'"),
+])
+def test_bad_options_get_400_and_nothing_reaches_slurm(hub, login, body, message):
+    learner = login("learner2")
+    before = {j["id"] for j in squeue("--user", "learner2")}
+    r = learner.api("POST", "/users/learner2/server", json=body)
+    assert r.status_code == 400
+    assert message in r.json()["message"]
+    assert learner.server() is None
+    assert {j["id"] for j in squeue("--user", "learner2")} == before
+
+
+def test_bad_form_post_shows_the_message_on_the_page(login):
+    learner = login("learner2")
+    r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="9999")
+    assert r.status_code == 400
+    assert "Walltime 9999 min is outside 1 to 120 minutes" in r.text
+    assert learner.server() is None
+
+
+def test_slurm_refusal_reaches_the_learner_and_leaves_no_job(login):
+    learner = login("learner2")
+    r = learner.api("POST", "/users/learner2/server", json={"profile": "broken-reservation"})
+    assert r.status_code == 503
+    assert "Slurm refused the session" in r.json()["message"]
+    assert "reservation" in r.json()["message"].lower()
+    assert learner.server() is None
+    assert live_jobs("learner2") == []
