@@ -28,10 +28,10 @@ def _print_welcome(cfg: dict, creds: dict[str, str]) -> None:
     print()
 
 
-def prepare(cfg: dict, with_hub_deps: bool = True) -> dict[str, str]:
+def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     """Install what is missing and bring Slurm up; returns the demo credentials."""
     installer.require_root("academy")
-    installer.ensure_apt_packages()
+    installer.ensure_apt_packages(installer.APT_PACKAGES + (installer.TEST_APT_PACKAGES if for_tests else []))
     installer.ensure_proxy()
     installer.ensure_notebook_env(cfg["notebook_env"])
     creds = {}
@@ -72,8 +72,14 @@ def cmd_status(args, cfg: dict) -> int:
     return 0 if pid else 3
 
 
+def cmd_prepare(args, cfg: dict) -> int:
+    prepare(cfg, for_tests=args.for_tests)
+    installer.say("installed and started what the platform needs (the hub itself is started by `academy up`)")
+    return 0
+
+
 def cmd_test(args, cfg: dict) -> int:
-    prepare(cfg)
+    prepare(cfg, for_tests=True)
     argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
     return subprocess.call(argv, cwd=ROOT)
 
@@ -84,14 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="install what is missing, start Slurm and the hub, print where to open it")
     sub.add_parser("down", help="stop the hub, its sessions, and the embedded Slurm")
     sub.add_parser("status", help="what is running")
+    prep = sub.add_parser("prepare", help="install what is missing and start Slurm, without starting the hub")
+    prep.add_argument("--for-tests", action="store_true", help="also install what the tests need (chromium)")
     test = sub.add_parser("test", help="run the test suite (installs and starts what the tests need)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments passed to pytest")
     args = parser.parse_args(argv)
     try:
         cfg = load()
-        handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "test": cmd_test}[args.command]
+        handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
+                   "test": cmd_test}[args.command]
         return handler(args, cfg)
-    except (ConfigError, installer.InstallError, slurm_cluster.ClusterError, hub_process.HubError) as e:
+    except ConfigError as e:
+        print(f"academy: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    except (installer.InstallError, slurm_cluster.ClusterError, hub_process.HubError) as e:
         print(f"academy: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

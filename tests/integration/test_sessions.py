@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from .conftest import live_jobs, run_in_kernel, squeue
+from ..support import live_jobs, run_in_kernel, squeue
 
 pytestmark = pytest.mark.integration
 

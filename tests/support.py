@@ -1,11 +1,9 @@
-"""Fixtures that give real parts: the one-node Slurm, a JupyterHub with its proxy, demo learners."""
+"""Helpers the tests share: a hub user with browser cookies, squeue, kernel execution."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -13,40 +11,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import requests
 import websocket
-import yaml
 
-from hub import config as academy_config
-from hub import hub_process, installer, slurm_cluster
-
-pytestmark = pytest.mark.integration
+from hub import hub_process
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def base_config() -> dict:
-    return academy_config.load()
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster_up(base_config):
-    """The embedded one-node cluster, started if it is not running (needs root)."""
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (real Unix users, sudo, Slurm daemons): run `sudo ./academy test`")
-    slurm_cluster.ensure_running(base_config)
-    return base_config["slurm"]
-
-
-@pytest.fixture(scope="session")
-def demo_credentials(base_config) -> dict[str, str]:
-    return installer.ensure_demo_users(base_config["demo"]["users"], base_config["hub"]["state_dir"])
 
 
 @dataclass
@@ -60,32 +34,6 @@ class Hub:
         return hub_process.log_file(self.cfg).read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
-    """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
-    root = tmp_path_factory.mktemp("hub")
-    profiles = list(base_config["profiles"]) + [{
-        "key": "broken-reservation", "display": "Workshop with a reservation that does not exist",
-        "partition": "gpu", "gres": "gpu:h200:1", "cpus": 1, "memory": "1G", "walltime_default": "00:10:00",
-        "walltime_max": "00:20:00", "groups": ["learners"], "reservation": "no-such-reservation",
-    }]
-    hub_port = _free_port()
-    override = {
-        "hub": {"port": _free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
-                "state_dir": str(root / "state"), "log_dir": str(root / "log"), "start_timeout": 120},
-        "profiles": profiles,
-    }
-    config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump(override))
-    cfg = academy_config.load(config_file)
-    hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
-    yield Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
-    hub_process.stop(cfg)
-    artifacts = Path(__file__).resolve().parents[1] / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    shutil.copy(hub_process.log_file(cfg), artifacts / "integration-hub.log")
-
-
 class HubUser:
     """A person logged in through the hub's login form, with their browser cookies."""
 
@@ -96,7 +44,9 @@ class HubUser:
         r = self.http.post(f"{hub.url}/hub/login",
                            data={"username": name, "password": password, "_xsrf": self.http.cookies.get("_xsrf")})
         assert r.status_code == 200 and "/hub/login" not in r.url, f"{name} could not log in: {r.status_code} {r.url}"
-        self.xsrf = re.search(r'xsrf_token: "([^"]+)"', r.text).group(1)
+        # The hub's pages carry the XSRF token the API wants; login may have redirected elsewhere.
+        home = self.http.get(f"{hub.url}/hub/home")
+        self.xsrf = re.search(r'xsrf_token: "([^"]+)"', home.text).group(1)
         self._token = None
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -137,26 +87,6 @@ class HubUser:
         deadline = time.monotonic() + 60
         while self.server() is not None and time.monotonic() < deadline:
             time.sleep(0.5)
-
-
-@pytest.fixture
-def login(hub, demo_credentials):
-    users: list[HubUser] = []
-
-    def _login(name: str) -> HubUser:
-        user = HubUser(hub, name, demo_credentials[name])
-        users.append(user)
-        return user
-
-    yield _login
-    for user in users:  # leave no session behind for the next test
-        if user.server() is not None:
-            user.stop_server()
-
-
-@pytest.fixture
-def learner(login) -> HubUser:
-    return login("learner1")
 
 
 def squeue(*args: str) -> list[dict]:

@@ -1,0 +1,86 @@
+"""Fixtures that give real parts: the one-node Slurm, a JupyterHub with its proxy, demo users.
+
+Unit tests (tests/unit) use none of them; integration and e2e tests need root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub import config as academy_config
+from hub import hub_process, installer, slurm_cluster
+
+from .support import Hub, HubUser, free_port
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def base_config() -> dict:
+    return academy_config.load()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_up(base_config):
+    """The embedded one-node cluster, started if it is not running (needs root)."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (real Unix users, sudo, Slurm daemons): run `sudo ./academy test`")
+    slurm_cluster.ensure_running(base_config)
+    return base_config["slurm"]
+
+
+@pytest.fixture(scope="session")
+def demo_credentials(base_config) -> dict[str, str]:
+    return installer.ensure_demo_users(base_config["demo"]["users"], base_config["hub"]["state_dir"])
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
+    """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
+    root = tmp_path_factory.mktemp("hub")
+    profiles = list(base_config["profiles"]) + [{
+        "key": "broken-reservation", "display": "Workshop with a reservation that does not exist",
+        "partition": "gpu", "gres": "gpu:h200:1", "cpus": 1, "memory": "1G", "walltime_default": "00:10:00",
+        "walltime_max": "00:20:00", "groups": ["learners"], "reservation": "no-such-reservation",
+    }]
+    hub_port = free_port()
+    override = {
+        "hub": {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+                "state_dir": str(root / "state"), "log_dir": str(root / "log"), "start_timeout": 120},
+        "profiles": profiles,
+    }
+    config_file = root / "config.yaml"
+    config_file.write_text(yaml.safe_dump(override))
+    cfg = academy_config.load(config_file)
+    hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
+    yield Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
+    hub_process.stop(cfg)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(hub_process.log_file(cfg), ARTIFACTS / "hub.log")
+
+
+@pytest.fixture
+def login(hub, demo_credentials):
+    users: list[HubUser] = []
+
+    def _login(name: str) -> HubUser:
+        user = HubUser(hub, name, demo_credentials[name])
+        users.append(user)
+        return user
+
+    yield _login
+    for user in users:  # leave no session behind for the next test
+        if user.server() is not None:
+            user.stop_server()
+
+
+@pytest.fixture
+def learner(login) -> HubUser:
+    return login("learner1")
+
+
