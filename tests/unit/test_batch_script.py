@@ -102,3 +102,13 @@ def test_rendered_script_passes_shellcheck(key, tmp_path):
     path.write_text(script)
     result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./academy and .ci/run")
+@pytest.mark.parametrize("script", ["academy", ".ci/run"])
+def test_project_shell_scripts_pass_shellcheck(script):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / script
+    result = subprocess.run(["shellcheck", "--severity=style", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
