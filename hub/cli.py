@@ -23,7 +23,7 @@ def _print_welcome(cfg: dict, creds: dict[str, str]) -> None:
         for name, password in creds.items():
             groups = ", ".join(cfg["demo"]["users"].get(name, []))
             print(f"    {name:<10} {password:<14} {groups}")
-        print(f"  (kept in {installer.credentials_file(cfg['hub']['state_dir'])}, readable by root only)")
+        print(f"  (kept in {cfg['demo']['credentials_file']}, readable by root only)")
     print("  Stop everything with: ./academy down")
     print()
 
@@ -36,7 +36,7 @@ def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     installer.ensure_notebook_env(cfg["notebook_env"])
     creds = {}
     if cfg["demo"]["enabled"]:
-        creds = installer.ensure_demo_users(cfg["demo"]["users"], cfg["hub"]["state_dir"])
+        creds = installer.ensure_demo_users(cfg["demo"]["users"], cfg["demo"]["credentials_file"])
     if cfg["slurm"]["manage"]:
         installer.say(slurm_cluster.ensure_running(cfg))
     return creds

@@ -46,6 +46,7 @@ SCHEMA = {
                 "cluster_name": _name,
                 "conf_dir": _abs_path,
                 "state_dir": _abs_path,
+                "log_dir": _abs_path,
                 "ctld_port": _port,
                 "slurmd_port": _port,
                 "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096},
@@ -79,6 +80,7 @@ SCHEMA = {
             "additionalProperties": False,
             "properties": {
                 "enabled": {"type": "boolean"},
+                "credentials_file": _abs_path,
                 "users": {"type": "object", "propertyNames": _user,
                           "additionalProperties": {"type": "array", "items": _name},
                           "description": "user name -> list of hub groups"},

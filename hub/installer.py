@@ -94,13 +94,9 @@ def ensure_notebook_env(env_dir: str) -> None:
     marker.write_text(fingerprint + "\n")
 
 
-def credentials_file(state_dir: str) -> Path:
-    return Path(state_dir) / "demo-credentials.json"
-
-
-def load_credentials(state_dir: str) -> dict[str, str]:
+def load_credentials(path: str) -> dict[str, str]:
     try:
-        return json.loads(credentials_file(state_dir).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -109,10 +105,11 @@ def _user_exists(name: str) -> bool:
     return subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
 
 
-def ensure_demo_users(users: dict[str, list[str]], state_dir: str) -> dict[str, str]:
+def ensure_demo_users(users: dict[str, list[str]], credentials_file: str) -> dict[str, str]:
     """Real Unix accounts with generated passwords, kept (root-only) across runs."""
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
-    creds = load_credentials(state_dir)
+    path = Path(credentials_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    creds = load_credentials(credentials_file)
     changed = False
     for name in users:
         if not _user_exists(name):
@@ -123,7 +120,6 @@ def ensure_demo_users(users: dict[str, list[str]], state_dir: str) -> dict[str, 
             _run(["chpasswd"], f"setting {name}'s password", input=f"{name}:{creds[name]}\n")
             changed = True
     if changed:
-        path = credentials_file(state_dir)
         tmp = path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
         os.chmod(tmp, 0o600)

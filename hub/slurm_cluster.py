@@ -43,7 +43,7 @@ def render_slurm_conf(cfg: dict) -> str:
         "slurm.conf.j2",
         cluster_name=s["cluster_name"], node_name=node_name(), node_addr="127.0.0.1",
         ctld_port=s["ctld_port"], slurmd_port=s["slurmd_port"], state_dir=s["state_dir"],
-        run_dir=str(RUN_DIR), log_dir=cfg["hub"]["log_dir"], cpus=s["node_cpus"],
+        run_dir=str(RUN_DIR), log_dir=cfg["slurm"]["log_dir"], cpus=s["node_cpus"],
         memory_mb=s["node_memory_mb"], gpu_type=s["gpu_type"], gpus=s["gpus"], partitions=s["partitions"],
     )
 
@@ -85,7 +85,7 @@ def ensure_config(cfg: dict) -> bool:
     """Write slurm.conf and gres.conf; True if either changed."""
     s = cfg["slurm"]
     conf_dir = Path(s["conf_dir"])
-    for d in (Path(s["state_dir"]) / "ctld", Path(s["state_dir"]) / "d", RUN_DIR, Path(cfg["hub"]["log_dir"])):
+    for d in (Path(s["state_dir"]) / "ctld", Path(s["state_dir"]) / "d", RUN_DIR, Path(cfg["slurm"]["log_dir"])):
         d.mkdir(parents=True, exist_ok=True)
     ensure_fake_gpus(s["gpus"])
     changed = _write_if_changed(conf_dir / "slurm.conf", render_slurm_conf(cfg))
@@ -186,7 +186,7 @@ def start_controller(cfg: dict) -> None:
         )
     result = _run(["slurmctld"])
     if not _wait(controller_ok, 20):
-        log = Path(cfg["hub"]["log_dir"]) / "slurmctld.log"
+        log = Path(cfg["slurm"]["log_dir"]) / "slurmctld.log"
         raise ClusterError(f"slurmctld did not start (exit {result.returncode}); last lines of {log}:\n{_log_tail(log)}")
 
 
@@ -200,7 +200,7 @@ def start_node(cfg: dict) -> None:
             )
         result = _run(["slurmd"])
         if result.returncode != 0:
-            log = Path(cfg["hub"]["log_dir"]) / "slurmd.log"
+            log = Path(cfg["slurm"]["log_dir"]) / "slurmd.log"
             raise ClusterError(f"slurmd did not start (exit {result.returncode}); last lines of {log}:\n{_log_tail(log)}")
 
     def ready() -> bool:
@@ -210,7 +210,7 @@ def start_node(cfg: dict) -> None:
         return state.rstrip("*~#") in ("idle", "mixed", "allocated", "completing")
 
     if not _wait(ready, 30, 0.5):
-        log = Path(cfg["hub"]["log_dir"]) / "slurmd.log"
+        log = Path(cfg["slurm"]["log_dir"]) / "slurmd.log"
         raise ClusterError(
             f"node {node_name()} is '{node_state() or 'unknown'}', not ready; last lines of {log}:\n{_log_tail(log)}"
         )

@@ -36,7 +36,7 @@ def slurm_cluster_up(base_config):
 
 @pytest.fixture(scope="session")
 def demo_credentials(base_config) -> dict[str, str]:
-    return installer.ensure_demo_users(base_config["demo"]["users"], base_config["hub"]["state_dir"])
+    return installer.ensure_demo_users(base_config["demo"]["users"], base_config["demo"]["credentials_file"])
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,103 @@
+"""The README's run command as an operator meets it: idempotent, and clear when it cannot proceed."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from hub import slurm_cluster
+
+from ..support import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def academy(*args: str, config: Path | None = None, user: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    if config is not None:
+        env["ACADEMY_CONFIG"] = str(config)
+    argv = [str(ROOT / "academy"), *args]
+    if user:
+        argv = ["sudo", "-u", user, *argv]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd="/")
+
+
+def write_config(tmp_path: Path, **hub) -> Path:
+    """A hub on its own ports and state; Slurm left as it is (manage: false)."""
+    hub_port = free_port()
+    base = {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+            "state_dir": str(tmp_path / "state"), "log_dir": str(tmp_path / "log")}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"hub": {**base, **hub}, "slurm": {"manage": False}}))
+    return path
+
+
+def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
+    config = write_config(tmp_path)
+    port = yaml.safe_load(config.read_text())["hub"]["port"]
+    first = academy("up", config=config)
+    try:
+        assert first.returncode == 0, first.stderr
+        assert f"open http://127.0.0.1:{port}/" in first.stdout
+        # The demo logins printed are the ones that work.
+        assert re.search(rf"learner1\s+{re.escape(demo_credentials['learner1'])}\s+learners", first.stdout)
+        pid = re.search(r"JupyterHub started \(pid (\d+)\)", first.stdout).group(1)
+        second = academy("up", config=config)
+        assert second.returncode == 0, second.stderr
+        assert f"JupyterHub already running (pid {pid})" in second.stdout
+        assert requests.get(f"http://127.0.0.1:{port}/hub/api/").status_code == 200
+    finally:
+        down = academy("down", config=config)
+    assert down.returncode == 0, down.stderr
+    assert "JupyterHub stopped" in down.stdout
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/hub/api/", timeout=5)
+
+
+def test_up_says_which_port_is_taken(tmp_path, slurm_cluster_up):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        config = write_config(tmp_path, port=taken)
+        result = academy("up", config=config)
+    assert result.returncode == 1
+    assert f"port {taken} (hub.port) is taken by another program: stop it, or set hub.port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_as_a_normal_user_says_to_use_sudo():
+    result = academy("up", user="nobody")
+    assert result.returncode == 1
+    assert "needs root" in result.stderr and "sudo" in result.stderr
+
+
+def test_a_bad_profile_stops_academy_and_the_hub_with_the_key_named(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"profiles": [{
+        "key": "gpu-big", "display": "Big", "partition": "gpu", "gres": "gpu:h200:1 --exclusive", "cpus": 4,
+        "memory": "16G", "walltime_default": "01:00:00", "walltime_max": "02:00:00", "groups": ["learners"]}]}))
+    result = academy("up", config=config)
+    assert result.returncode == 2
+    assert "invalid configuration: config key profiles[0] (gpu-big): key 'gres'" in result.stderr
+    # The hub itself refuses to start on it, before listening on anything.
+    hub = subprocess.run([str(Path(os.sys.executable).with_name("jupyterhub")), "-f", str(ROOT / "hub" / "jupyterhub_config.py")],
+                         capture_output=True, text=True, env={**os.environ, "ACADEMY_CONFIG": str(config)},
+                         cwd=tmp_path, timeout=60)
+    assert hub.returncode == 2
+    assert "academy: invalid configuration: config key profiles[0] (gpu-big): key 'gres'" in hub.stderr
+
+
+def test_bringing_slurm_up_again_leaves_the_running_daemons_alone(base_config, slurm_cluster_up):
+    pids = {name: (slurm_cluster.RUN_DIR / f"{name}.pid").read_text() for name in ("slurmctld", "slurmd")}
+    slurm_cluster.ensure_running(base_config)
+    assert {name: (slurm_cluster.RUN_DIR / f"{name}.pid").read_text() for name in pids} == pids
+    assert slurm_cluster.node_state() in ("idle", "mixed", "allocated")
