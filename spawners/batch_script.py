@@ -26,7 +26,6 @@ class BatchScriptValues:
 
     job_name: str
     homedir: str
-    env_names: list[str]
     comment: str
     notebook_env: str
     server_argv: list[str] = field(default_factory=list)
@@ -59,7 +58,6 @@ def render_batch_script(values: BatchScriptValues, request: SessionRequest) -> s
         job_name=values.job_name,
         output=os.path.join(values.log_dir, "session-%j.log"),
         homedir=values.homedir,
-        keepvars=",".join(values.env_names),
         partition=p.partition,
         walltime=request.walltime,
         walltime_s=request.walltime_s,

@@ -174,7 +174,6 @@ class AcademySlurmSpawner(SlurmSpawner):
             BatchScriptValues(
                 job_name=self.job_name(),
                 homedir=homedir,
-                env_names=sorted(self.get_env()),
                 comment=f"{self.hub_instance}:{self.user.name}:{self.name or 'default'}",
                 notebook_env=self.notebook_env,
                 server_argv=[*self.cmd, *self.get_args()],

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -32,7 +35,26 @@ def test_spawn_form_offers_only_the_profiles_the_groups_allow(login):
     assert 'max="240"' in learner_form
 
 
-def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login):
+@pytest.fixture
+def hostile_dotfiles():
+    """learner1's ~/.bashrc and ~/.local try to change the session's environment."""
+    home = Path(pwd.getpwnam("learner1").pw_dir)
+    fake_torch = home / ".local/lib/python3.11/site-packages/torch"
+    bashrc = home / ".bashrc"
+    saved = bashrc.read_bytes() if bashrc.exists() else None
+    fake_torch.mkdir(parents=True, exist_ok=True)
+    (fake_torch / "__init__.py").write_text("__version__ = 'shadowed-by-learner'\n")
+    bashrc.write_text("export ACADEMY_BASHRC_RAN=yes\nexport PATH=/nowhere:$PATH\n")
+    subprocess.run(["chown", "-R", "learner1:learner1", str(home / ".local"), str(bashrc)], check=True)
+    yield
+    shutil.rmtree(home / ".local")
+    if saved is None:
+        bashrc.unlink()
+    else:
+        bashrc.write_bytes(saved)
+
+
+def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_dotfiles):
     r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="20")
     assert r.status_code == 302, r.text
     learner.wait_ready()
@@ -48,12 +70,23 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login):
         "print('user=' + pwd.getpwuid(os.getuid()).pw_name)\n"
         "print('torch=' + torch.__version__)\n"
         "print('job=' + os.environ['SLURM_JOB_ID'])\n"
+        "print('bashrc=' + os.environ.get('ACADEMY_BASHRC_RAN', 'no'))\n"
+        "print('env_writable=' + str(os.access(os.path.dirname(torch.__file__), os.W_OK)))\n"
+        "import ipywidgets, nbgrader\n"
+        "print('widgets=' + ipywidgets.__version__)\n"
     ))
     lines = dict(line.split("=", 1) for line in out.strip().splitlines())
     assert lines["CVD"] == "0"  # one GRES allocated, and Slurm told the job which
     assert lines["user"] == "learner1"
     assert lines["torch"].startswith("2.13.0")
     assert lines["job"] == job["id"]
+    # Neither ~/.bashrc nor a package in ~/.local changed the session; its environment is read-only.
+    assert lines["bashrc"] == "no"
+    assert lines["env_writable"] == "False"
+    assert lines["widgets"] == "8.1.9"
+    extensions = requests.get(f"{hub.url}/user/learner1/lab/api/extensions",
+                              headers={"Authorization": f"token {learner.token}"}).json()
+    assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager"} <= {e["name"] for e in extensions}
 
     # Another learner can neither use the server's API nor its page.
     other = login("learner2")
@@ -69,11 +102,27 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login):
     assert "#SBATCH --gres=gpu:h200:1" in script
     shown = subprocess.run(["scontrol", "show", "job", "-dd", job["id"]], capture_output=True, text=True).stdout
     assert f"JobId={job['id']}" in shown
-    for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log)):
+    job_log = (Path(pwd.getpwnam("learner1").pw_dir) / f".academy/logs/session-{job['id']}.log").read_text()
+    assert f"academy: job {job['id']}" in job_log and "CUDA_VISIBLE_DEVICES=0" in job_log
+    for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log),
+                        ("job log", job_log)):
         assert token not in text, f"server token visible in the {where}"
 
     learner.stop_server()
     assert wait_no_live_jobs("learner1") == []  # no orphaned job
+
+
+def test_two_gpu_profile_gets_two_devices(hub, login):
+    trainer = login("trainer1")
+    r = trainer.api("POST", "/users/trainer1/server", json={"profile": "gpu-h200-2", "walltime": 10})
+    assert r.status_code in (201, 202), r.text
+    trainer.wait_ready()
+    out = run_in_kernel(hub, "trainer1", trainer.token, "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])")
+    assert out.strip() == "0,1"
+    (job,) = live_jobs("trainer1")
+    assert "gpu:h200:2" in job["gres"] and job["time_limit"] == "10:00"
+    trainer.stop_server()
+    assert wait_no_live_jobs("trainer1") == []
 
 
 def test_port_report_cannot_set_spawner_attributes(hub, learner):

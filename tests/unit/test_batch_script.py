@@ -22,7 +22,6 @@ PROFILES = parse_profiles([
 VALUES = BatchScriptValues(
     job_name="academy-nb-learner1",
     homedir="/home/learner1",
-    env_names=["JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_URL", "LANG"],
     comment="academy-academy:learner1:default",
     notebook_env="/opt/academy/venv-notebook",
     server_argv=["/opt/academy/venv-notebook/bin/jupyterhub-singleuser", "--debug"],
@@ -45,7 +44,8 @@ def test_gpu_profile_lines():
     assert "#SBATCH --mem=16G" in lines
     assert "#SBATCH --time=00:30:00" in lines
     assert "#SBATCH --output=/home/learner1/.academy/logs/session-%j.log" in lines
-    assert "#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL,JUPYTERHUB_SERVICE_URL,LANG" in lines
+    # ALL = exactly the hub-made environment; a list of names would load the learner's login shell.
+    assert "#SBATCH --export=ALL" in lines
     assert not any("--reservation" in line for line in lines)
 
 
@@ -62,8 +62,8 @@ def test_cpu_profile_has_no_gres():
 
 def test_no_token_value_and_no_learner_text_in_script():
     script = render({"profile": "gpu-h200-1", "walltime": "15"})
-    # Only variable *names* are listed; the token's value travels in the environment.
-    assert "JUPYTERHUB_API_TOKEN=" not in script
+    # The token's value travels in the environment, never in the script.
+    assert "JUPYTERHUB_API_TOKEN" not in script
     options = [line.split("=")[0] for line in sbatch_lines(script)]
     assert options == ["#SBATCH --job-name", "#SBATCH --output", "#SBATCH --chdir", "#SBATCH --export",
                        "#SBATCH --partition", "#SBATCH --time", "#SBATCH --nodes", "#SBATCH --ntasks",
