@@ -104,8 +104,10 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     assert f"JobId={job['id']}" in shown
     job_log = (Path(pwd.getpwnam("learner1").pw_dir) / f".academy/logs/session-{job['id']}.log").read_text()
     assert f"academy: job {job['id']}" in job_log and "CUDA_VISIBLE_DEVICES=0" in job_log
+    slurm_logs = "".join((Path(hub.cfg["slurm"]["log_dir"]) / f).read_text(errors="replace")
+                         for f in ("slurmctld.log", "slurmd.log"))
     for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log),
-                        ("job log", job_log)):
+                        ("job log", job_log), ("Slurm logs", slurm_logs)):
         assert token not in text, f"server token visible in the {where}"
 
     learner.stop_server()
