@@ -92,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what is running")
     prep = sub.add_parser("prepare", help="install what is missing and start Slurm, without starting the hub")
     prep.add_argument("--for-tests", action="store_true", help="also install what the tests need (chromium)")
-    test = sub.add_parser("test", help="run the test suite (installs and starts what the tests need)")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments passed to pytest")
-    args = parser.parse_args(argv)
+    sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
+                                "further arguments go to pytest")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
     try:
         cfg = load()
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,

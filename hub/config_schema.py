@@ -25,6 +25,7 @@ SCHEMA = {
                 "port": _port,
                 "hub_ip": {"type": "string", "description": "address the hub's API listens on"},
                 "hub_port": _port,
+                "proxy_api_port": _port,
                 "hub_connect_url": {"type": "string", "pattern": r"^https?://[^\s]+$",
                                     "description": "http(s) URL the compute nodes use to reach the hub"},
                 "state_dir": _abs_path,

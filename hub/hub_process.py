@@ -61,7 +61,7 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
     pid = running_pid(cfg)
     if pid is not None:
         return pid
-    for key in ("port", "hub_port"):
+    for key in ("port", "hub_port", "proxy_api_port"):
         port = cfg["hub"][key]
         if port_in_use(port):
             raise HubError(

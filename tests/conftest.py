@@ -51,6 +51,7 @@ def hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
     hub_port = free_port()
     override = {
         "hub": {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+                "proxy_api_port": free_port(),
                 "state_dir": str(root / "state"), "log_dir": str(root / "log"), "start_timeout": 120},
         "profiles": profiles,
     }

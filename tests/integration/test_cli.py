@@ -34,6 +34,7 @@ def write_config(tmp_path: Path, **hub) -> Path:
     """A hub on its own ports and state; Slurm left as it is (manage: false)."""
     hub_port = free_port()
     base = {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+            "proxy_api_port": free_port(),
             "state_dir": str(tmp_path / "state"), "log_dir": str(tmp_path / "log")}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"hub": {**base, **hub}, "slurm": {"manage": False}}))
