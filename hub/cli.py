@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from spawners import reaper
+from spawners.slurm_client import SlurmClient, SlurmError
+
 from . import hub_process, installer, slurm_cluster
 from .config import ConfigError, load
+from .configurer import platform_tag
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,10 +58,13 @@ def cmd_up(args, cfg: dict) -> int:
 
 def cmd_down(args, cfg: dict) -> int:
     installer.require_root("academy down")
-    if hub_process.stop(cfg):
-        installer.say("JupyterHub stopped (its sessions' Slurm jobs were cancelled)")
-    else:
-        installer.say("JupyterHub was not running")
+    installer.say("JupyterHub stopped" if hub_process.stop(cfg) else "JupyterHub was not running")
+    # Sessions outlive a hub restart by design; `down` means down, so end them too.
+    try:
+        cancelled = asyncio.run(reaper.cancel_all(SlurmClient(bin_dir=cfg["slurm"]["bin_dir"]), platform_tag(cfg)))
+        installer.say(f"cancelled {len(cancelled)} session job(s)" if cancelled else "no session jobs were running")
+    except SlurmError as e:
+        installer.say(f"could not list session jobs ({e}); check `squeue` before stopping Slurm")
     if cfg["slurm"]["manage"]:
         stopped = slurm_cluster.stop(cfg)
         installer.say(f"stopped {', '.join(stopped)}" if stopped else "Slurm daemons were not running")

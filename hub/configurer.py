@@ -7,6 +7,7 @@ daemons belong to the installer and the CLI.
 from __future__ import annotations
 
 import os
+import sys
 
 
 def db_url(cfg: dict) -> str:
@@ -62,11 +63,47 @@ def update_spawner(c, cfg: dict) -> None:
     c.AcademySlurmSpawner.profiles = cfg["profiles"]
     c.AcademySlurmSpawner.notebook_env = cfg["notebook_env"]
     c.AcademySlurmSpawner.node_hosts = slurm["node_hosts"]
-    c.AcademySlurmSpawner.hub_instance = f"academy-{slurm['cluster_name']}"
+    c.AcademySlurmSpawner.hub_instance = platform_tag(cfg)
+    c.AcademySlurmSpawner.slurm_bin_dir = slurm["bin_dir"]
+    c.AcademySlurmSpawner.slurm_timeout = float(slurm["command_timeout"])
+    c.AcademySlurmSpawner.pending_timeout = float(cfg["sessions"]["pending_timeout"])
+    c.AcademySlurmSpawner.monitor_interval = float(cfg["sessions"]["monitor_interval"])
     c.Spawner.ip = slurm["server_ip"]
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = cfg["hub"]["start_timeout"]
     c.Spawner.http_timeout = cfg["hub"]["http_timeout"]
+    # JupyterHub asks each spawner this often; the answer comes from one shared squeue per
+    # monitor interval, so a short interval costs Slurm nothing more.
+    c.Spawner.poll_interval = cfg["hub"]["poll_interval"]
+    # Sessions outlive a hub restart: the hub finds them again from its database.
+    c.JupyterHub.cleanup_servers = False
+
+
+def platform_tag(cfg: dict) -> str:
+    """The tag in every session job's comment (see spawners.reaper)."""
+    return f"academy-{cfg['slurm']['cluster_name']}"
+
+
+def update_services(c, cfg: dict) -> None:
+    """The reaper (no orphaned jobs, maximum session ages) and jupyterhub-idle-culler."""
+    sessions = cfg["sessions"]
+    reaper = [sys.executable, "-m", "spawners.reaper", "--tag", platform_tag(cfg),
+              "--interval", str(sessions["reaper_interval"]), "--grace", str(sessions["reaper_grace"]),
+              "--slurm-bin-dir", cfg["slurm"]["bin_dir"]]
+    for profile in cfg["profiles"]:
+        if profile.get("max_age"):
+            reaper += ["--max-age", f"{profile['key']}={profile['max_age']}"]
+    services = [{"name": "academy-reaper", "command": reaper}]
+    roles = [{"name": "academy-reaper", "services": ["academy-reaper"],
+              "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "delete:servers"]}]
+    if sessions["idle_timeout"]:
+        services.append({"name": "idle-culler",
+                         "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                                     f"--timeout={sessions['idle_timeout']}"]})
+        roles.append({"name": "idle-culler", "services": ["idle-culler"],
+                      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
 
 
 def apply_config(c, cfg: dict) -> None:
@@ -75,3 +112,4 @@ def apply_config(c, cfg: dict) -> None:
     update_auth(c, cfg)
     update_groups(c, cfg)
     update_spawner(c, cfg)
+    update_services(c, cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -19,12 +20,27 @@ log = logging.getLogger(__name__)
 INVALID_JOB_MARKERS = ("Invalid job id specified",)
 
 
+SQUEUE_FORMAT = "%i|%T|%N|%r|%u|%j|%k"
+
+
 class SlurmError(RuntimeError):
     """A Slurm command failed; ``stderr`` holds what it said."""
 
     def __init__(self, argv: list[str], returncode: int | None, stderr: str):
         self.argv, self.returncode, self.stderr = argv, returncode, stderr.strip()
         super().__init__(f"{argv[0]} failed (exit {returncode}): {self.stderr or 'no message'}")
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def is_invalid_job(error: SlurmError) -> bool:
+    """Slurm's own word that it does not know the job (any more)."""
+    return any(m in error.stderr for m in INVALID_JOB_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -47,27 +63,33 @@ class SlurmClient:
     def _cmd(self, name: str) -> str:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
 
-    async def run(self, argv: list[str], input: str | None = None, env: Mapping[str, str] | None = None) -> str:
-        """Run a command, return stdout; SlurmError on non-zero exit or timeout."""
-        full_env = {**os.environ, **self.env, **(env or {})} if env is None else {**self.env, **env}
+    async def _exec(self, argv: list[str], input: str | None, env: Mapping[str, str] | None) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr); SlurmError only if the command hangs past the timeout."""
+        full_env = {**os.environ, **self.env} if env is None else {**self.env, **env}
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
+            start_new_session=True,  # its own process group, so a hung command dies with its children
         )
         try:
             out, err = await asyncio.wait_for(
                 proc.communicate(input.encode() if input is not None else None), self.timeout_s
             )
         except asyncio.TimeoutError:
-            proc.kill()
+            kill_group(proc.pid)
             await proc.wait()
             raise SlurmError(argv, None, f"timed out after {self.timeout_s:.0f} s") from None
-        if proc.returncode != 0:
-            raise SlurmError(argv, proc.returncode, err.decode(errors="replace"))
-        return out.decode(errors="replace")
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def run(self, argv: list[str], input: str | None = None, env: Mapping[str, str] | None = None) -> str:
+        """Run a command, return stdout; SlurmError on non-zero exit or timeout."""
+        code, out, err = await self._exec(argv, input, env)
+        if code != 0:
+            raise SlurmError(argv, code, err)
+        return out
 
     async def submit(self, script: str, as_user: str | None, env: Mapping[str, str]) -> str:
         """Submit a batch script on stdin, as ``as_user`` via sudo when given; return the job id."""
@@ -83,22 +105,50 @@ class SlurmClient:
             raise SlurmError(argv, 0, f"sbatch printed no job id: {out.strip()[:200]!r}")
         return job_id
 
-    async def jobs(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
-        """State of the given jobs in one squeue call; jobs Slurm no longer knows are absent."""
+    async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        """One squeue call for these jobs; SlurmError (with Slurm's message) if it fails."""
         ids = [j for j in job_ids if j]
         if not ids:
             return {}
-        argv = [
-            self._cmd("squeue"), "--noheader", "--states=all", "--jobs=" + ",".join(ids),
-            "--format=%i|%T|%N|%r|%u|%j|%k",
-        ]
+        out = await self.run([
+            self._cmd("squeue"), "--noheader", "--states=all", "--jobs=" + ",".join(ids), f"--format={SQUEUE_FORMAT}",
+        ])
+        return parse_squeue(out)
+
+    async def jobs(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        """Like query, but jobs Slurm no longer knows are simply absent."""
         try:
-            out = await self.run(argv)
+            return await self.query(job_ids)
         except SlurmError as e:
-            if any(m in e.stderr for m in INVALID_JOB_MARKERS):
+            if is_invalid_job(e):
                 return {}
             raise
-        return parse_squeue(out)
+
+    async def queue_position(self, job_id: str, partition: str) -> tuple[int, int] | None:
+        """(position, pending jobs) of a pending job in its partition, in Slurm's priority order."""
+        out = await self.run([self._cmd("squeue"), "--noheader", "--states=PENDING", f"--partition={partition}",
+                              "--sort=-p,i", "--format=%i"])
+        ids = out.split()
+        return (ids.index(job_id) + 1, len(ids)) if job_id in ids else None
+
+    async def expected_start(self, job_id: str) -> str:
+        """Slurm's estimate of a pending job's start time (ISO), or '' when it has none."""
+        out = (await self.run([self._cmd("squeue"), "--start", "--noheader", f"--jobs={job_id}", "--format=%S"])).strip()
+        return out if out and out not in ("N/A", "(null)") else ""
+
+    async def test_only(self, script: str, as_user: str | None, env: Mapping[str, str]) -> str:
+        """When Slurm would start this script now (sbatch --test-only): ISO time, or '' if unknown."""
+        argv = [self._cmd("sbatch"), "--test-only"]
+        if as_user:
+            argv = ["sudo", "-E", "-u", as_user, "--", *argv]
+        try:
+            _, out, err = await self._exec(argv, script, env)
+        except SlurmError:
+            return ""
+        text = out + err
+        # "sbatch: Job 123 to start at 2026-11-29T17:30:00 using 2 processors on nodes vm in partition cpu"
+        marker = " to start at "
+        return text.split(marker, 1)[1].split()[0] if marker in text else ""
 
     async def job(self, job_id: str) -> JobInfo | None:
         return (await self.jobs([job_id])).get(job_id)
@@ -107,7 +157,7 @@ class SlurmClient:
         try:
             await self.run([self._cmd("scancel"), job_id])
         except SlurmError as e:
-            if any(m in e.stderr for m in INVALID_JOB_MARKERS):
+            if is_invalid_job(e):
                 return  # already gone: nothing to cancel
             raise
 

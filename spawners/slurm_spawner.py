@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import time
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -26,17 +27,19 @@ from traitlets import Dict, Float, Integer, List, TraitError, Unicode, default, 
 
 from . import port_report  # noqa: F401  (swaps batchspawner's API handler on import)
 from .batch_script import BatchScriptValues, render_batch_script
+from .job_monitor import JobMonitor
 from .options import OptionsError, SessionRequest, validate_user_options
 from .profiles import Profile, ProfileError, parse_profiles, profiles_for_groups
-from .slurm_client import SlurmClient, SlurmError
+from .queue_info import format_start, pending_message, timeout_message
+from .slurm_client import JobInfo, SlurmClient, SlurmError
 
 TEMPLATES = Path(__file__).parent / "templates"
 _html = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined)
 
 JOB_NAME_PREFIX = "academy-nb"
 LOG_TAIL_LINES = 20
-RUNNING_STATES = {"RUNNING", "COMPLETING"}
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED"}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING"}
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
 
 
 class SessionError(web.HTTPError):
@@ -73,7 +76,18 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     slurm_timeout = Float(30.0, help="Seconds before a Slurm command is considered hung.").tag(config=True)
 
-    port_wait_poll = Float(1.0, help="Seconds between job checks while waiting for the port.").tag(config=True)
+    slurm_bin_dir = Unicode("", help="Directory of sbatch/squeue/scancel; empty: found on PATH.").tag(config=True)
+
+    pending_timeout = Float(
+        0.0, help="Seconds a session may wait in the queue before it is cancelled with the reason shown; "
+                  "0: start_timeout minus 30 s.",
+    ).tag(config=True)
+
+    monitor_interval = Float(5.0, help="Seconds between the batched squeue calls.").tag(config=True)
+
+    monitor_max_interval = Float(120.0, help="Longest backoff between squeue calls while Slurm fails.").tag(config=True)
+
+    cancel_attempts = Integer(4, help="scancel attempts (with backoff) before leaving a job to the reaper.").tag(config=True)
 
     req_walltime_s = Integer(0)
 
@@ -187,71 +201,106 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     @property
     def slurm(self) -> SlurmClient:
-        return SlurmClient(timeout_s=self.slurm_timeout)
+        return SlurmClient(timeout_s=self.slurm_timeout, bin_dir=self.slurm_bin_dir)
 
-    async def _ensure_log_dir(self) -> None:
-        # Created by the learner (via sudo), so it is theirs and a symlink planted in
-        # their home cannot make the hub write elsewhere.
-        homedir = pwd.getpwnam(self.user.name).pw_dir
-        await self.slurm.run(
-            ["sudo", "-u", self.user.name, "--", "mkdir", "-p", "-m", "700", os.path.join(homedir, ".academy", "logs")],
-            env={"PATH": "/usr/bin:/bin"},
-        )
+    @property
+    def monitor(self) -> JobMonitor:
+        return JobMonitor.shared(SlurmClient(timeout_s=self.slurm_timeout, bin_dir=self.slurm_bin_dir),
+                                 interval=self.monitor_interval, max_interval=self.monitor_max_interval)
+
+    async def _as_user(self, *argv: str) -> str:
+        # Run in the learner's name: what they own stays theirs, and a symlink planted in
+        # their home cannot make the hub (root) read or write elsewhere.
+        return await self.slurm.run(["sudo", "-u", self.user.name, "--", *argv], env={"PATH": "/usr/bin:/bin"})
 
     async def submit_batch_script(self):
         script = self.render_batch_script()
-        await self._ensure_log_dir()
+        homedir = pwd.getpwnam(self.user.name).pw_dir
+        await self._as_user("mkdir", "-p", "-m", "700", os.path.join(homedir, ".academy", "logs"))
         self.log.info("Submitting %s for %s (profile %s, walltime %s)", self.job_name(), self.user.name,
                       self.session_profile.key, self.req_runtime)
         self.log.debug("Batch script:\n%s", script)
-        env = self.get_env()
         try:
-            self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=env)
+            self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=self.get_env())
         except SlurmError as e:
             self.job_id = ""
-            raise SessionError(f"Slurm refused the session: {e.stderr or e}", 503) from None
+            raise SessionError(submit_failure_message(e), 503) from None
         self.log.info("Submitted job %s for %s", self.job_id, self.user.name)
+        self.monitor.watch(self.job_id)
         return self.job_id
 
     # -- job state ------------------------------------------------------------------------
 
+    async def _job(self, max_age: float | None = None) -> JobInfo | None:
+        """Newest known state of this session's job; None while Slurm does not answer."""
+        info = await self.monitor.state(self.job_id, max_age=max_age)
+        if info is not None:
+            self.job_status = f"{info.state} {info.node}".strip()
+            self.job_reason = info.reason
+        return info
+
     async def query_job_status(self):
+        """batchspawner's view of the job, from the shared monitor."""
         if not self.job_id:
             self.job_status = ""
             return JobStatus.NOTFOUND
-        try:
-            info = await self.slurm.job(self.job_id)
-        except SlurmError as e:
-            # The controller did not answer: keep the job (never forget a live session).
-            self.log.warning("squeue failed for job %s: %s", self.job_id, e)
-            self.job_status = ""
-            return JobStatus.UNKNOWN
+        info = await self._job(max_age=self.startup_poll_interval)
         if info is None:
-            self.job_status = ""
-            return JobStatus.NOTFOUND
-        self.job_status = f"{info.state} {info.node}".strip()
-        self.job_reason = info.reason
-        if info.state in RUNNING_STATES:
+            return JobStatus.UNKNOWN
+        if info.state in RUNNING_STATES or info.state == "SUSPENDED":
             return JobStatus.RUNNING
         if info.state in PENDING_STATES:
             return JobStatus.PENDING
         return JobStatus.NOTFOUND
 
+    async def poll(self):
+        """None while the session lives; 1 once its job has ended (never on a Slurm hiccup)."""
+        if not self.job_id:
+            return 1
+        info = await self._job()
+        if info is None:
+            return None  # Slurm is not answering: keep the session, the monitor backs off
+        if info.state in RUNNING_STATES or info.state == "SUSPENDED":
+            return None  # a suspended session resumes where it was
+        if info.state in PENDING_STATES and self.session_started:
+            # A running session that went back to the queue (requeued by an admin or a node
+            # failure) has lost its server: end it cleanly rather than leave a job nobody waits for.
+            self.log.warning("Job %s of %s was requeued (%s); cancelling it", self.job_id, self.user.name, info.state)
+            await self._cancel_with_retries()
+            self.end_reason = "requeued"
+        elif info.state in PENDING_STATES:
+            return None
+        else:
+            self.end_reason = info.state.lower()
+            self.log.info("Job %s of %s ended: %s", self.job_id, self.user.name, info.state)
+        self.monitor.forget(self.job_id)
+        self.clear_state()
+        return 1
+
     def state_gethost(self):
         node = self.job_status.split()[1] if len(self.job_status.split()) > 1 else ""
         return self.node_hosts.get(node, node)
 
-    async def cancel_batch_job(self):
-        self.log.info("Cancelling job %s of %s", self.job_id, self.user.name)
-        await self.slurm.cancel(self.job_id)
-
     # -- start ----------------------------------------------------------------------------
+
+    session_started = False  # True once the server ran: a later PENDING state means requeued
+
+    def load_state(self, state):
+        super().load_state(state)
+        # A session the hub finds in its database after a restart had started.
+        self.session_started = bool(self.job_id)
+
+    def clear_state(self):
+        super().clear_state()
+        self.session_started = False
 
     def accept_port_report(self, port: int) -> bool:
         """Called by the port-report handler; True if this spawner was waiting for it."""
-        if not getattr(self, "_waiting_for_port", False) or self.port:
+        event = getattr(self, "_port_event", None)
+        if event is None or event.is_set() or self.port:
             return False
         self.port = port
+        event.set()
         return True
 
     async def start(self):
@@ -261,27 +310,56 @@ class AcademySlurmSpawner(SlurmSpawner):
         self.port = 0
         if self.server:
             self.server.port = 0
+        self._port_event = asyncio.Event()
+        self._submitted_at = time.monotonic()
         await self.submit_batch_script()
         try:
-            while True:
-                status = await self.query_job_status()
-                if status == JobStatus.RUNNING:
-                    break
-                if status == JobStatus.NOTFOUND:
-                    raise SessionError(await self._job_failed_message("ended before it started"))
-                await asyncio.sleep(self.startup_poll_interval)
+            await self._wait_running()
             self.ip = self.state_gethost()
-            self._waiting_for_port = True
-            while not self.port:
-                await asyncio.sleep(self.port_wait_poll)
-                if self.port:
-                    break
-                if await self.query_job_status() == JobStatus.NOTFOUND:
-                    raise SessionError(await self._job_failed_message("ended before its server reported a port"))
+            await self._wait_port()
+        except BaseException:
+            # Whatever stops the start (an error, the hub's timeout, a cancel): no orphan job.
+            if self.job_id:
+                await self._cancel_with_retries()
+            raise
         finally:
-            self._waiting_for_port = False
+            self._port_event = None
         self.log.info("Session job %s of %s is at %s:%s", self.job_id, self.user.name, self.ip, self.port)
+        self.session_started = True
         return self.ip, self.port
+
+    async def _wait_running(self) -> None:
+        deadline = self._submitted_at + self.effective_pending_timeout()
+        while True:
+            info = await self._job(max_age=self.startup_poll_interval)
+            state = info.state if info else ""
+            if state in RUNNING_STATES:
+                return
+            if info is not None and state not in PENDING_STATES:
+                raise SessionError(await self._job_failed_message(f"ended ({state.lower()}) before it started"))
+            if time.monotonic() > deadline:
+                suggestion = await self.smaller_profile_suggestion()
+                reason = getattr(self, "job_reason", "")
+                raise SessionError(timeout_message(self.job_id, time.monotonic() - self._submitted_at, reason,
+                                                   suggestion), 503)
+            await asyncio.sleep(self.startup_poll_interval)
+
+    async def _wait_port(self) -> None:
+        while not self.port:
+            try:
+                await asyncio.wait_for(self._port_event.wait(), timeout=self.startup_poll_interval * 2)
+            except asyncio.TimeoutError:
+                pass
+            if self.port:
+                return
+            info = await self._job(max_age=self.startup_poll_interval)
+            if info is not None and info.state not in RUNNING_STATES:
+                raise SessionError(await self._job_failed_message(
+                    f"ended ({info.state.lower()}) before its server reported a port"))
+
+    def effective_pending_timeout(self) -> float:
+        # Leave the hub's own start_timeout room for the server to come up after scheduling.
+        return self.pending_timeout or max(10.0, self.start_timeout - 30)
 
     async def _job_failed_message(self, what: str) -> str:
         tail = await self._log_tail()
@@ -291,28 +369,98 @@ class AcademySlurmSpawner(SlurmSpawner):
         return message
 
     async def _log_tail(self) -> str:
-        # Read as the learner: the log lives in their home, where a symlink could point
-        # the hub (root) at a file the learner may not read.
         try:
-            return (await self.slurm.run(
-                ["sudo", "-u", self.user.name, "--", "tail", "-n", str(LOG_TAIL_LINES), self.log_path()],
-                env={"PATH": "/usr/bin:/bin"},
-            )).rstrip()
+            return (await self._as_user("tail", "-n", str(LOG_TAIL_LINES), self.log_path())).rstrip()
         except SlurmError:
             return ""
 
+    # -- stop -----------------------------------------------------------------------------
+
+    async def _cancel_with_retries(self) -> bool:
+        """scancel, retried with backoff; True once Slurm took it. A job left behind after all
+        retries keeps its platform tag, so the reaper (spawners.reaper) cancels it later."""
+        delay = 1.0
+        for attempt in range(1, self.cancel_attempts + 1):
+            try:
+                await self.slurm.cancel(self.job_id)
+                return True
+            except SlurmError as e:
+                self.log.warning("scancel %s failed (attempt %d of %d): %s", self.job_id, attempt,
+                                 self.cancel_attempts, e)
+                if attempt < self.cancel_attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        self.log.error("Job %s of %s could not be cancelled now; the reaper will retry", self.job_id, self.user.name)
+        return False
+
+    async def stop(self, now=False):
+        if not self.job_id:
+            return
+        self.log.info("Stopping job %s of %s", self.job_id, self.user.name)
+        cancelled = await self._cancel_with_retries()
+        if cancelled and not now:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                info = await self._job(max_age=0.5)
+                if info is not None and info.state not in RUNNING_STATES and info.state not in PENDING_STATES:
+                    break
+                await asyncio.sleep(0.5)
+        self.monitor.forget(self.job_id)
+
+    # -- waiting in the queue -------------------------------------------------------------
+
+    async def smaller_profile_suggestion(self) -> str:
+        """Name a profile of this learner that Slurm would start sooner, if there is one."""
+        current = getattr(self, "session_profile", None)
+        if current is None:
+            return ""
+        homedir = pwd.getpwnam(self.user.name).pw_dir
+        for p in self.allowed_profiles():
+            if p.key == current.key or (p.gpus, p.cpus) >= (current.gpus, current.cpus):
+                continue
+            script = render_batch_script(
+                BatchScriptValues(job_name=self.job_name(), homedir=homedir, comment="test-only",
+                                  notebook_env=self.notebook_env, server_argv=[]),
+                SessionRequest(p, p.walltime_default_s),
+            )
+            try:
+                start = await self.slurm.test_only(script, as_user=self.user.name, env={"PATH": "/usr/bin:/bin"})
+            except OSError:
+                return ""
+            when = format_start(start)
+            self.log.info("Profile %s would start at %s (%s) for %s", p.key, start or "unknown", when, self.user.name)
+            if when.endswith("(now)"):
+                return f"The profile '{p.display}' could start now: stop this request and choose it on the spawn form."
+        return ""
+
     async def progress(self):
+        suggestion, asked = "", False
         while True:
             state = self.job_status.split()[0] if self.job_status else ""
-            if state in PENDING_STATES:
-                reason = getattr(self, "job_reason", "")
-                yield {"message": f"Job {self.job_id} waiting in the Slurm queue ({reason or state})"}
+            if state in PENDING_STATES and self.job_id:
+                try:
+                    position = await self.slurm.queue_position(self.job_id, self.req_partition)
+                    start = await self.slurm.expected_start(self.job_id)
+                except SlurmError:
+                    position, start = None, ""
+                if not asked and time.monotonic() - getattr(self, "_submitted_at", 0) > 5:
+                    asked, suggestion = True, await self.smaller_profile_suggestion()
+                yield {"message": pending_message(self.job_id, getattr(self, "job_reason", ""), position, start,
+                                                  self.req_partition, suggestion)}
             elif state in RUNNING_STATES:
-                yield {"message": f"Job {self.job_id} running on {self.state_gethost()}, starting JupyterLab"}
+                yield {"message": f"Job {self.job_id} is running on {self.state_gethost()}: starting JupyterLab"}
                 return
             else:
-                yield {"message": "Submitting to Slurm"}
-            await asyncio.sleep(1)
+                yield {"message": "Submitting your session to Slurm"}
+            await asyncio.sleep(2)
+
+
+def submit_failure_message(error: SlurmError) -> str:
+    text = error.stderr or str(error)
+    if "Unable to contact slurm controller" in text or "timed out" in text:
+        return ("The scheduler (Slurm's controller) is not answering, so no session can start right now. "
+                "Sessions already running are not affected. Try again in a few minutes.")
+    return f"Slurm refused the session: {text}"
 
 
 __all__ = ["AcademySlurmSpawner", "Spawner"]

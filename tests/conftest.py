@@ -5,6 +5,7 @@ Unit tests (tests/unit) use none of them; integration and e2e tests need root.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,9 @@ import yaml
 
 from hub import config as academy_config
 from hub import hub_process, installer, slurm_cluster
+from hub.configurer import platform_tag
+from spawners import reaper
+from spawners.slurm_client import SlurmClient
 
 from .support import Hub, HubUser, free_port
 
@@ -39,30 +43,54 @@ def demo_credentials(base_config) -> dict[str, str]:
     return installer.ensure_demo_users(base_config["demo"]["users"], base_config["demo"]["credentials_file"])
 
 
+def start_hub(root: Path, overrides: dict) -> Hub:
+    """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
+    hub_port = free_port()
+    hub_keys = {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
+                "proxy_api_port": free_port(), "state_dir": str(root / "state"), "log_dir": str(root / "log"),
+                "start_timeout": 120}
+    config = {**overrides, "hub": {**hub_keys, **overrides.get("hub", {})}}
+    config_file = root / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    cfg = academy_config.load(config_file)
+    hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
+    return Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
+
+
+def stop_hub(hub: Hub, artifact: str) -> None:
+    hub_process.stop(hub.cfg)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(hub_process.log_file(hub.cfg), ARTIFACTS / artifact)
+
+
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
-    """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
-    root = tmp_path_factory.mktemp("hub")
+    """The hub most tests share: the default profiles plus one that Slurm refuses."""
     profiles = list(base_config["profiles"]) + [{
         "key": "broken-reservation", "display": "Workshop with a reservation that does not exist",
         "partition": "gpu", "gres": "gpu:h200:1", "cpus": 1, "memory": "1G", "walltime_default": "00:10:00",
         "walltime_max": "00:20:00", "groups": ["learners"], "reservation": "no-such-reservation",
     }]
-    hub_port = free_port()
-    override = {
-        "hub": {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
-                "proxy_api_port": free_port(),
-                "state_dir": str(root / "state"), "log_dir": str(root / "log"), "start_timeout": 120},
-        "profiles": profiles,
-    }
-    config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump(override))
-    cfg = academy_config.load(config_file)
-    hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
-    yield Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
-    hub_process.stop(cfg)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(hub_process.log_file(cfg), ARTIFACTS / "hub.log")
+    hub = start_hub(tmp_path_factory.mktemp("hub"), {"profiles": profiles})
+    yield hub
+    stop_hub(hub, "hub.log")
+
+
+@pytest.fixture
+def make_hub(tmp_path_factory, slurm_cluster_up, demo_credentials, request):
+    """Start a hub with its own config overrides (fault tests); everything it ran is stopped after."""
+    hubs: list[Hub] = []
+
+    def _make(overrides: dict) -> Hub:
+        hub = start_hub(tmp_path_factory.mktemp("faulthub"), overrides)
+        hubs.append(hub)
+        return hub
+
+    yield _make
+    for i, hub in enumerate(hubs):
+        stop_hub(hub, f"{request.node.name}-{i}.log")
+    # Sessions outlive their hub by design: end what this test's hubs left behind.
+    asyncio.run(reaper.cancel_all(SlurmClient(), platform_tag(hubs[0].cfg))) if hubs else None
 
 
 @pytest.fixture

@@ -81,6 +81,19 @@ class HubUser:
             time.sleep(0.5)
         raise AssertionError(f"{self.name}'s server not ready after {timeout} s")
 
+    def progress_messages(self, timeout: float = 120) -> list[dict]:
+        """The spawn's progress events, as the pending page shows them, until it ends."""
+        events = []
+        with self.http.get(f"{self.hub.url}/hub/api/users/{self.name}/server/progress",
+                           headers={"X-XSRFToken": self.xsrf}, stream=True, timeout=timeout) as r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("ready") or event.get("failed"):
+                        break
+        return events
+
     def stop_server(self) -> None:
         r = self.api("DELETE", f"/users/{self.name}/server")
         assert r.status_code in (202, 204), r.text

@@ -1,0 +1,306 @@
+"""Faults a hub and its Slurm meet in the real world, each injected for real on the one-node cluster.
+
+Slurm commands misbehave through wrappers in a directory the hub is pointed at (slurm.bin_dir):
+each wrapper runs the real command unless a mode file tells it to fail, print nothing or hang.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub import slurm_cluster
+
+from ..support import HubUser, live_jobs, run_in_kernel, squeue
+
+pytestmark = pytest.mark.integration
+
+WRAPPER = """#!/bin/bash
+# Fault injector for {tool}: the mode file says ok | fail | empty | hang | fail-N (fail N more times).
+mode=$(cat "{modes}/{tool}" 2>/dev/null || echo ok)
+case "$mode" in
+  fail) echo "{tool}: error: injected failure" >&2; exit 1 ;;
+  fail-*) n=${{mode#fail-}}; echo "fail-$((n - 1))" > "{modes}/{tool}"; [ "$n" -le 1 ] && echo ok > "{modes}/{tool}"
+          echo "{tool}: error: injected failure" >&2; exit 1 ;;
+  empty) exit 0 ;;
+  hang) sleep 300 ;;
+esac
+exec /usr/bin/{tool} "$@"
+"""
+
+
+class SlurmFaults:
+    """A directory of sbatch/squeue/scancel wrappers and their mode files."""
+
+    def __init__(self):
+        # Learners run sbatch from here through sudo, so the tree must be traversable by them.
+        self.root = Path(tempfile.mkdtemp(prefix="academy-faults-", dir="/tmp"))
+        self.bin, self.modes = self.root / "bin", self.root / "modes"
+        self.bin.mkdir()
+        self.modes.mkdir()
+        for tool in ("sbatch", "squeue", "scancel"):
+            path = self.bin / tool
+            path.write_text(WRAPPER.format(tool=tool, modes=self.modes))
+            path.chmod(0o755)
+        for d in (self.root, self.bin, self.modes):
+            d.chmod(0o755)
+
+    def set(self, tool: str, mode: str) -> None:
+        (self.modes / tool).write_text(mode + "\n")
+
+
+@pytest.fixture
+def faults():
+    f = SlurmFaults()
+    yield f
+    subprocess.run(["rm", "-rf", str(f.root)], check=False)
+
+
+def fast_hub(make_hub, faults: SlurmFaults | None = None, **sessions):
+    overrides = {
+        "hub": {"poll_interval": 1},
+        "sessions": {"monitor_interval": 1, "reaper_interval": 2, "reaper_grace": 0, **sessions},
+        "slurm": {"command_timeout": 5, **({"bin_dir": str(faults.bin)} if faults else {})},
+    }
+    return make_hub(overrides)
+
+
+def start_session(hub, demo_credentials, name="learner1", profile="cpu-small", walltime=10) -> tuple[HubUser, dict]:
+    user = HubUser(hub, name, demo_credentials[name])
+    r = user.api("POST", f"/users/{name}/server", json={"profile": profile, "walltime": walltime})
+    assert r.status_code in (201, 202), r.text
+    user.wait_ready()
+    (job,) = live_jobs(name)
+    return user, job
+
+
+def reachable(hub, user: HubUser) -> bool:
+    r = requests.get(f"{hub.url}/user/{user.name}/api/status", headers={"Authorization": f"token {user.token}"},
+                     timeout=10)
+    return r.status_code == 200
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def test_pending_at_timeout_is_cancelled_with_the_reason_and_a_smaller_profile(make_hub, demo_credentials):
+    hub = fast_hub(make_hub, pending_timeout=15)
+    # Someone else holds all four GPUs.
+    blocker = subprocess.run(["sudo", "-u", "trainer1", "sbatch", "--parsable", "--partition=gpu",
+                              "--gres=gpu:h200:4", "--time=5", "--mem=1G", "--output=/dev/null",
+                              "--wrap=sleep 300"],
+                             capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    try:
+        assert wait_for(lambda: squeue("--jobs", blocker)[0]["state"] == "RUNNING", 20)
+        learner = HubUser(hub, "learner1", demo_credentials["learner1"])
+        r = learner.api("POST", "/users/learner1/server", json={"profile": "gpu-h200-1", "walltime": 10})
+        assert r.status_code == 202, r.text
+        messages = [e.get("message", "") for e in learner.progress_messages(timeout=90)]
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+    waiting = [m for m in messages if "is waiting in the Slurm queue" in m]
+    assert waiting, messages
+    assert any("all the resources this profile needs are in use" in m and "Position 1 of 1 in partition gpu" in m
+               for m in waiting), waiting
+    assert any("could start now" in m and "CPU session" in m for m in waiting), waiting
+    final = messages[-1]
+    assert "waited" in final and "was cancelled (nothing is left running)" in final, final
+    assert "Try a smaller profile or a shorter session" in final
+    assert learner.server() is None
+    assert live_jobs("learner1") == []
+
+
+def test_job_that_dies_before_reporting_its_port_fails_fast_with_its_log(make_hub, demo_credentials):
+    env = Path(tempfile.mkdtemp(prefix="academy-broken-env-", dir="/tmp"))
+    (env / "bin").mkdir()
+    python = env / "bin" / "python"
+    python.write_text("#!/bin/sh\necho 'ImportError: libcudart.so.12: cannot open shared object file' >&2\nexit 3\n")
+    for path in (env, env / "bin", python):
+        path.chmod(0o755)
+    hub = make_hub({"notebook_env": str(env), "hub": {"poll_interval": 1}, "sessions": {"monitor_interval": 1}})
+    learner = HubUser(hub, "learner2", demo_credentials["learner2"])
+    t0 = time.monotonic()
+    r = learner.api("POST", "/users/learner2/server", json={"profile": "cpu-small"})
+    if r.status_code == 202:
+        message = learner.progress_messages(timeout=60)[-1]["message"]
+    else:
+        message = r.json()["message"]
+    elapsed = time.monotonic() - t0
+    assert elapsed < 20, f"the failure took {elapsed:.0f} s to surface"
+    assert "ended (" in message and "Last lines of its log" in message, message
+    assert "libcudart.so.12: cannot open shared object file" in message
+    assert learner.server() is None and live_jobs("learner2") == []
+
+
+@pytest.mark.parametrize("mode", ["fail", "empty", "hang"])
+def test_squeue_failing_never_ends_a_live_session(make_hub, demo_credentials, faults, mode):
+    hub = fast_hub(make_hub, faults)
+    learner, job = start_session(hub, demo_credentials)
+    faults.set("squeue", mode)
+    time.sleep(12)  # many hub polls and monitor rounds (with backoff) while squeue misbehaves
+    assert learner.server() is not None and learner.server()["ready"]
+    assert reachable(hub, learner)
+    assert squeue("--jobs", job["id"])[0]["state"] == "RUNNING"  # the real Slurm still runs it
+    assert "Slurm did not answer" in hub.log and "keeping all sessions" in hub.log
+    faults.set("squeue", "ok")
+    time.sleep(3)
+    assert learner.server()["ready"] and reachable(hub, learner)
+    learner.stop_server()
+    assert wait_for(lambda: live_jobs("learner1") == [], 30)
+
+
+def test_scancel_failures_are_retried_until_the_job_is_gone(make_hub, demo_credentials, faults):
+    hub = fast_hub(make_hub, faults)
+    learner, job = start_session(hub, demo_credentials)
+    faults.set("scancel", "fail-2")  # the first two attempts fail, the third works
+    learner.stop_server()
+    assert wait_for(lambda: live_jobs("learner1") == [], 30)
+    assert hub.log.count(f"scancel {job['id']} failed") == 2
+    # scancel down for good: the hub lets go of the session, the reaper cancels the job later.
+    learner, job = start_session(hub, demo_credentials)
+    faults.set("scancel", "fail")
+    learner.stop_server()
+    assert live_jobs("learner1") != []
+    assert "could not be cancelled now; the reaper will retry" in hub.log
+    faults.set("scancel", "ok")
+    assert wait_for(lambda: live_jobs("learner1") == [], 30), "the reaper did not cancel the job"
+
+
+def test_reaper_cancels_platform_jobs_without_a_hub_record_and_leaves_others(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    submit = ["sudo", "-u", "learner2", "sbatch", "--parsable", "--time=5", "--output=/dev/null", "--wrap=sleep 300"]
+    orphan = subprocess.run([*submit, "--comment=academy-academy:learner2:default"], capture_output=True, text=True,
+                            check=True, cwd="/tmp").stdout.strip()
+    unrelated = subprocess.run(submit, capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    try:
+        assert wait_for(lambda: squeue("--jobs", orphan)[0]["state"] not in ("PENDING", "RUNNING"), 20)
+        assert squeue("--jobs", orphan)[0]["state"] == "CANCELLED"
+        assert squeue("--jobs", unrelated)[0]["state"] in ("PENDING", "RUNNING")
+        assert f"job {orphan}" in hub.log and "has no hub record" in hub.log
+    finally:
+        subprocess.run(["scancel", orphan, unrelated], check=False)
+
+
+def test_every_session_job_has_a_walltime(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    start_session(hub, demo_credentials)
+    out = subprocess.run(["squeue", "--noheader", "--format=%k|%l"], capture_output=True, text=True).stdout
+    limits = [line.split("|")[1] for line in out.splitlines() if line.startswith("academy-")]
+    assert limits and "UNLIMITED" not in limits
+
+
+def test_suspended_session_is_kept_and_requeued_one_is_ended(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    learner, job = start_session(hub, demo_credentials)
+    subprocess.run(["scontrol", "suspend", job["id"]], check=True)
+    try:
+        assert wait_for(lambda: squeue("--jobs", job["id"])[0]["state"] == "SUSPENDED", 10)
+        time.sleep(5)
+        assert learner.server() is not None  # suspended is not ended
+    finally:
+        subprocess.run(["scontrol", "resume", job["id"]], check=True)
+    assert wait_for(lambda: reachable(hub, learner), 20)
+    # Requeued: the server process is gone; the hub ends the session and cancels the job.
+    subprocess.run(["scontrol", "requeue", job["id"]], check=True)
+    assert wait_for(lambda: learner.server() is None, 20)
+    assert wait_for(lambda: live_jobs("learner1") == [], 20)
+    assert "was requeued" in hub.log
+
+
+def test_preempted_session_is_seen_as_ended(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    learner, job = start_session(hub, demo_credentials, profile="gpu-h200-1")
+    urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--gres=gpu:h200:4", "--time=2",
+                             "--output=/dev/null", "--wrap=sleep 60"], capture_output=True, text=True, check=True,
+                            cwd="/tmp").stdout.strip()
+    try:
+        assert wait_for(lambda: learner.server() is None, 30)
+        assert squeue("--jobs", job["id"])[0]["state"] == "PREEMPTED"
+        assert "ended: PREEMPTED" in hub.log
+    finally:
+        subprocess.run(["scancel", urgent], check=False)
+
+
+def test_sessions_survive_a_hub_restart_and_ended_ones_are_seen(make_hub, demo_credentials):
+    from hub import hub_process
+
+    hub = fast_hub(make_hub)
+    learner, job = start_session(hub, demo_credentials)
+    other, other_job = start_session(hub, demo_credentials, name="learner2")
+    hub_process.stop(hub.cfg)
+    assert squeue("--jobs", job["id"])[0]["state"] == "RUNNING"  # the hub going away ends nothing
+    subprocess.run(["scancel", other_job["id"]], check=True)  # one session ends while the hub is down
+    hub_process.start(hub.cfg, config_env={"ACADEMY_CONFIG": str(hub.config_file)})
+    learner = HubUser(hub, "learner1", demo_credentials["learner1"])
+    assert learner.server()["ready"]
+    out = run_in_kernel(hub, "learner1", learner.token, "import os; print(os.environ['SLURM_JOB_ID'])")
+    assert out.strip() == job["id"]
+    other = HubUser(hub, "learner2", demo_credentials["learner2"])
+    assert wait_for(lambda: other.server() is None, 20)
+    learner.stop_server()
+
+
+def test_controller_down_keeps_sessions_and_fails_new_starts_clearly(make_hub, demo_credentials, base_config):
+    hub = fast_hub(make_hub)
+    learner, job = start_session(hub, demo_credentials)
+    ctld_pid = int((slurm_cluster.RUN_DIR / "slurmctld.pid").read_text())
+    os.kill(ctld_pid, 15)
+    try:
+        assert wait_for(lambda: not slurm_cluster.controller_ok(), 20)
+        t0 = time.monotonic()
+        assert requests.get(f"{hub.url}/hub/api/", timeout=5).status_code == 200
+        assert time.monotonic() - t0 < 1.0  # the hub stays responsive
+        time.sleep(5)
+        assert learner.server()["ready"] and reachable(hub, learner)
+        other = HubUser(hub, "learner2", demo_credentials["learner2"])
+        t0 = time.monotonic()
+        r = other.api("POST", "/users/learner2/server", json={"profile": "cpu-small"})
+        message = r.json()["message"] if r.status_code != 202 else other.progress_messages(60)[-1]["message"]
+        assert time.monotonic() - t0 < 30
+        assert "The scheduler (Slurm's controller) is not answering" in message
+        assert "Sessions already running are not affected" in message
+    finally:
+        slurm_cluster.start_controller(base_config)
+    assert wait_for(slurm_cluster.controller_ok, 20)
+    time.sleep(3)
+    assert learner.server()["ready"] and reachable(hub, learner)
+    learner.stop_server()
+
+
+def test_walltime_end_is_seen_within_one_poll(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    learner, job = start_session(hub, demo_credentials, walltime=1)
+    assert wait_for(lambda: squeue("--jobs", job["id"])[0]["state"] not in ("RUNNING", "COMPLETING"), 150, 1)
+    ended = time.monotonic()
+    assert squeue("--jobs", job["id"])[0]["state"] == "TIMEOUT"
+    assert wait_for(lambda: learner.server() is None, 10, 0.2)
+    # one hub poll (1 s) plus one monitor round (1 s), with room for a busy machine
+    assert time.monotonic() - ended < 6
+
+
+def test_two_sessions_on_one_node_get_their_own_ports(make_hub, demo_credentials):
+    hub = fast_hub(make_hub)
+    a, job_a = start_session(hub, demo_credentials, name="learner1")
+    b, job_b = start_session(hub, demo_credentials, name="learner2")
+    assert job_a["id"] != job_b["id"]
+    who = {u.name: run_in_kernel(hub, u.name, u.token, "import getpass; print(getpass.getuser())").strip()
+           for u in (a, b)}
+    assert who == {"learner1": "learner1", "learner2": "learner2"}
+    ports = {line.split(":")[-1] for line in hub.log.splitlines() if "Session job" in line}
+    assert len(ports) == 2
+    a.stop_server()
+    b.stop_server()
