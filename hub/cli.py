@@ -92,6 +92,32 @@ def cmd_test(args, cfg: dict) -> int:
     return subprocess.call(argv, cwd=ROOT)
 
 
+def cmd_course(args, cfg: dict) -> int:
+    from assessments.course_validate import validate
+    from courses.catalogue import CatalogueError, load_catalogue
+
+    try:
+        catalogue = load_catalogue(profiles={p["key"] for p in cfg["profiles"]})
+    except CatalogueError as e:
+        print(f"academy: course catalogue: {e}", file=sys.stderr)
+        return 2
+    unknown = [c for c in args.courses if c not in catalogue]
+    if unknown:
+        print(f"academy: no course {', '.join(unknown)}; the catalogue has: {', '.join(catalogue)}", file=sys.stderr)
+        return 2
+    courses = [catalogue[c] for c in (args.courses or catalogue)]
+    if args.action == "list":
+        for c in courses:
+            print(f"{c.id:<10} {c.track:<16} {c.level:<13} {len(c.assignments)} assignments  {c.title}")
+        return 0
+    python = os.path.join(cfg["notebook_env"], "bin", "python")
+    if not os.path.exists(python):
+        print(f"academy: the notebook environment {cfg['notebook_env']} is missing: run ./academy prepare", file=sys.stderr)
+        return 1
+    reports = validate(courses, python)
+    return 1 if any(r.problems for r in reports) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="academy", description="AI Factory Academy platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what is running")
     prep = sub.add_parser("prepare", help="install what is missing and start Slurm, without starting the hub")
     prep.add_argument("--for-tests", action="store_true", help="also install what the tests need (chromium)")
+    course = sub.add_parser("course", help="trainer tools for the course catalogue")
+    course.add_argument("action", choices=["list", "validate"], help="list the courses, or validate their assignments")
+    course.add_argument("courses", nargs="*", help="course ids (default: all)")
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
     args, extra = parser.parse_known_args(argv)
@@ -109,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load()
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
-                   "test": cmd_test}[args.command]
+                   "course": cmd_course, "test": cmd_test}[args.command]
         return handler(args, cfg)
     except ConfigError as e:
         print(f"academy: invalid configuration: {e}", file=sys.stderr)

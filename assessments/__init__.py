@@ -1,0 +1,1 @@
+"""Grading and learner progress: course checks, release, autograding as Slurm jobs, feedback, export."""

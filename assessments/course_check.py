@@ -1,0 +1,177 @@
+"""Check one nbgrader source notebook the way a trainer's release will meet it.
+
+Runs in the *notebook* environment (it needs nbgrader), in a scratch nbgrader course:
+1. the source notebook: valid, python3 kernel, no outputs, no secrets, sound nbgrader metadata
+   (unique grade ids, points on every graded cell, a hidden test in every autograded cell,
+   total points equal to the catalogue's);
+2. ``nbgrader generate_assignment``: the release holds no solution and no hidden test;
+3. ``nbgrader autograde`` of the solution (full marks, within the runtime budget) and of the
+   blank release (no crash, zero on every autograded cell).
+Prints one JSON object: {"problems": [...], "solution_s": float, "scores": {...}}.
+Every problem names the notebook and, where it applies, the cell.
+
+    python -m assessments.course_check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+SECRET_PATTERNS = [
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "an AWS access key"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
+    (re.compile(r"\bghp_[A-Za-z0-9]{30,}\b"), "a GitHub token"),
+    (re.compile(r"(?i)(api[_-]?token|password|secret)\s*=\s*['\"][^'\"]{12,}['\"]"), "a hard-coded credential"),
+]
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+
+
+def cell_name(index: int, cell) -> str:
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {index}" + (f" ({grade_id})" if grade_id else "")
+
+
+def check_source(nb, where: str, points: float) -> list[str]:
+    problems = []
+    if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+        problems.append(f"{where}: kernelspec must be python3, not {nb.metadata.get('kernelspec', {}).get('name')!r}")
+    ids, total = set(), 0.0
+    for i, cell in enumerate(nb.cells):
+        name = cell_name(i, cell)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            problems.append(f"{where}: {name} has saved outputs; clear them before committing")
+        for pattern, what in SECRET_PATTERNS:
+            if pattern.search(cell.source):
+                problems.append(f"{where}: {name} contains what looks like {what}")
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if not meta:
+            continue
+        grade_id = meta.get("grade_id")
+        if not grade_id:
+            problems.append(f"{where}: {name} has nbgrader metadata but no grade_id")
+        elif grade_id in ids:
+            problems.append(f"{where}: {name} repeats grade_id {grade_id!r}")
+        ids.add(grade_id)
+        if meta.get("grade"):
+            if not isinstance(meta.get("points"), (int, float)) or meta["points"] <= 0:
+                problems.append(f"{where}: {name} is graded but has no positive points")
+            else:
+                total += meta["points"]
+        autograded_test = meta.get("grade") and not meta.get("solution") and cell.cell_type == "code"
+        if autograded_test and HIDDEN_BEGIN not in cell.source:
+            problems.append(f"{where}: {name} is an autograded test cell without hidden tests ({HIDDEN_BEGIN})")
+        if autograded_test and not meta.get("locked"):
+            problems.append(f"{where}: {name} is an autograded test cell that is not locked")
+        if meta.get("solution") and cell.cell_type == "code" and SOLUTION_BEGIN not in cell.source:
+            problems.append(f"{where}: {name} is a solution cell without '{SOLUTION_BEGIN}'")
+    if abs(total - points) > 1e-9:
+        problems.append(f"{where}: notebook points total {total:g}, but the catalogue says {points:g}")
+    return problems
+
+
+def check_release(nb, where: str) -> list[str]:
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        for marker, what in ((HIDDEN_BEGIN, "hidden tests"), (SOLUTION_BEGIN, "a solution")):
+            if marker in cell.source:
+                problems.append(f"{where} (release): {cell_name(i, cell)} still contains {what}")
+    return problems
+
+
+def nbgrader(root: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("nbgrader")
+    return subprocess.run([str(exe), *args, "--force"], cwd=root, capture_output=True, text=True)
+
+
+def autograde_scores(root: Path, assignment: str, notebook: str) -> dict[str, dict]:
+    from nbgrader.api import Gradebook
+
+    scores = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for student in ("solution", "blank"):
+            try:
+                sub = gb.find_submission_notebook(notebook, assignment, student)
+            except Exception:
+                continue
+            auto = [g for g in sub.grades if g.auto_score is not None]
+            scores[student] = {
+                "auto_score": sum(g.auto_score for g in auto),
+                "auto_max": sum(g.max_score for g in auto),
+                "nonzero_cells": [g.name for g in auto if g.auto_score > 0],
+                "short_cells": [g.name for g in auto if g.auto_score < g.max_score],
+            }
+    return scores
+
+
+def check(folder: Path, notebook: str, course: str, assignment: str, points: float, budget_s: float) -> dict:
+    where = f"{course}/{assignment}/{notebook}"
+    stem = Path(notebook).stem
+    problems: list[str] = []
+    try:
+        nb = nbformat.read(folder / notebook, as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # any parse or schema error is the trainer's to fix
+        return {"problems": [f"{where}: not a valid notebook: {e}"], "solution_s": None, "scores": {}}
+    problems += check_source(nb, where, points)
+    result = {"problems": problems, "solution_s": None, "scores": {}}
+    with tempfile.TemporaryDirectory(prefix="academy-check-") as tmp:
+        root = Path(tmp)
+        (root / "nbgrader_config.py").write_text(
+            f"c = get_config()\nc.CourseDirectory.course_id = {course!r}\nc.CourseDirectory.root = {str(root)!r}\n"
+            # the runtime budget is enforced by timing; the per-cell timeout only stops a hang
+            f"c.ExecutePreprocessor.timeout = {int(budget_s)}\n"
+        )
+        shutil.copytree(folder, root / "source" / assignment)
+        gen = nbgrader(root, "generate_assignment", assignment)
+        if gen.returncode != 0:
+            problems.append(f"{where}: nbgrader generate_assignment failed: {gen.stderr.strip()[-800:]}")
+            return result
+        released = nbformat.read(root / "release" / assignment / notebook, as_version=4)
+        problems += check_release(released, where)
+        for student, src in (("solution", root / "source" / assignment), ("blank", root / "release" / assignment)):
+            shutil.copytree(src, root / "submitted" / student / assignment)
+        t0 = time.monotonic()
+        graded = nbgrader(root, "autograde", assignment, "--student=solution")
+        result["solution_s"] = round(time.monotonic() - t0, 1)
+        if graded.returncode != 0:
+            problems.append(f"{where}: autograding the solution failed: {graded.stderr.strip()[-800:]}")
+        blank = nbgrader(root, "autograde", assignment, "--student=blank")
+        if blank.returncode != 0:
+            problems.append(f"{where}: autograding the blank release crashed: {blank.stderr.strip()[-800:]}")
+        scores = autograde_scores(root, assignment, stem)
+        result["scores"] = scores
+        sol, empty = scores.get("solution"), scores.get("blank")
+        if sol is None:
+            problems.append(f"{where}: the solution produced no grades")
+        elif sol["short_cells"]:
+            problems.append(f"{where}: the solution does not get full marks in: {', '.join(sol['short_cells'])}")
+        if empty is None:
+            problems.append(f"{where}: the blank release produced no grades")
+        elif empty["nonzero_cells"]:
+            problems.append(f"{where}: the blank release scores points in: {', '.join(empty['nonzero_cells'])} "
+                            "(those tests pass without the learner's work)")
+        if result["solution_s"] is not None and result["solution_s"] > budget_s:
+            problems.append(f"{where}: the solution took {result['solution_s']:.0f} s to grade, over its "
+                            f"runtime budget of {budget_s:.0f} s")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    folder, notebook, course, assignment, points, budget = (argv or sys.argv[1:])
+    print(json.dumps(check(Path(folder), notebook, course, assignment, float(points), float(budget))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The course catalogue (one YAML file per course) and the nbgrader source notebooks."""

@@ -1,0 +1,146 @@
+"""The course catalogue: one YAML file per course in this folder, validated against SCHEMA.
+
+A course file names its track, level, prerequisites, default resource profile, and its ordered
+assignments (points, relative deadline, profile, runtime budget). The notebooks live in
+``notebooks/<course>/<assignment>/``. Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+COURSES_DIR = Path(__file__).resolve().parent
+NOTEBOOKS_DIR = COURSES_DIR / "notebooks"
+
+_id = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,39}$",
+       "description": "lower-case letters, digits and '-', 2 to 40 characters"}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "title", "summary", "track", "level", "prerequisites", "profile", "assignments"],
+    "properties": {
+        "id": _id,
+        "title": {"type": "string", "minLength": 3, "maxLength": 120},
+        "summary": {"type": "string", "minLength": 10, "maxLength": 1000},
+        "track": {"type": "string", "enum": ["hpc-engineering", "llm-engineering"],
+                  "description": "hpc-engineering or llm-engineering"},
+        "level": {"type": "string", "enum": ["introductory", "intermediate", "advanced"],
+                  "description": "introductory, intermediate or advanced"},
+        "prerequisites": {"type": "array", "items": _id, "uniqueItems": True},
+        "profile": {**_id, "description": "a resource profile key from the platform config"},
+        "assignments": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "title", "notebook", "points", "due_days", "profile", "runtime_budget_s"],
+                "properties": {
+                    "id": _id,
+                    "title": {"type": "string", "minLength": 3, "maxLength": 120},
+                    "notebook": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]*\.ipynb$",
+                                 "description": "a file name like tiny-gpt.ipynb"},
+                    "points": {"type": "number", "exclusiveMinimum": 0},
+                    "due_days": {"type": "integer", "minimum": 1, "maximum": 365,
+                                 "description": "days after the course starts"},
+                    "profile": {**_id, "description": "a resource profile key from the platform config"},
+                    "runtime_budget_s": {"type": "integer", "minimum": 5, "maximum": 3600},
+                },
+            },
+        },
+    },
+}
+
+
+class CatalogueError(ValueError):
+    """A course file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    notebook: str
+    points: float
+    due_days: int
+    profile: str
+    runtime_budget_s: int
+    course_id: str
+
+    @property
+    def folder(self) -> Path:
+        return NOTEBOOKS_DIR / self.course_id / self.id
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.notebook
+
+
+@dataclass(frozen=True)
+class Course:
+    id: str
+    title: str
+    summary: str
+    track: str
+    level: str
+    prerequisites: tuple[str, ...]
+    profile: str
+    assignments: tuple[Assignment, ...]
+    source: Path
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "(top level)"
+
+
+def load_course(path: Path) -> Course:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise CatalogueError(f"{path.name}: cannot read the course file: {e}") from None
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        hint = e.schema.get("description", "")
+        raise CatalogueError(f"{path.name}: key {_key_path(e)}: {e.message}" + (f" (accepted: {hint})" if hint else ""))
+    if data["id"] != path.stem:
+        raise CatalogueError(f"{path.name}: key id: '{data['id']}' must match the file name '{path.stem}'")
+    seen = set()
+    for i, a in enumerate(data["assignments"]):
+        if a["id"] in seen:
+            raise CatalogueError(f"{path.name}: key assignments[{i}].id: '{a['id']}' repeats an earlier assignment")
+        seen.add(a["id"])
+    assignments = tuple(Assignment(course_id=data["id"], **a) for a in data["assignments"])
+    return Course(id=data["id"], title=data["title"], summary=data["summary"], track=data["track"],
+                  level=data["level"], prerequisites=tuple(data["prerequisites"]), profile=data["profile"],
+                  assignments=assignments, source=path)
+
+
+def load_catalogue(directory: Path = COURSES_DIR, profiles: set[str] | None = None) -> dict[str, Course]:
+    """All courses, checked together: prerequisites exist, profiles exist, notebooks exist."""
+    courses = {}
+    for path in sorted(directory.glob("*.yaml")):
+        course = load_course(path)
+        courses[course.id] = course
+    for course in courses.values():
+        name = course.source.name
+        for i, pre in enumerate(course.prerequisites):
+            if pre not in courses:
+                raise CatalogueError(f"{name}: key prerequisites[{i}]: no course '{pre}' in the catalogue")
+        for key, profile in [("profile", course.profile)] + [
+            (f"assignments[{i}].profile", a.profile) for i, a in enumerate(course.assignments)
+        ]:
+            if profiles is not None and profile not in profiles:
+                raise CatalogueError(f"{name}: key {key}: no resource profile '{profile}'; "
+                                     f"configured: {', '.join(sorted(profiles))}")
+        for i, a in enumerate(course.assignments):
+            if not a.path.exists():
+                raise CatalogueError(f"{name}: key assignments[{i}].notebook: {a.path} does not exist")
+    return courses
