@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 WRAPPER = """#!/bin/bash
 # Fault injector for {tool}: the mode file says ok | fail | empty | hang | fail-N (fail N more times).
+echo "$(date +%s.%N) $(id -un) $*" >> "{modes}/{tool}.calls"
 mode=$(cat "{modes}/{tool}" 2>/dev/null || echo ok)
 case "$mode" in
   fail) echo "{tool}: error: injected failure" >&2; exit 1 ;;
@@ -54,6 +55,12 @@ class SlurmFaults:
 
     def set(self, tool: str, mode: str) -> None:
         (self.modes / tool).write_text(mode + "\n")
+
+    def calls(self, tool: str, since: float = 0.0) -> list[str]:
+        """Invocations of a tool (time, user, arguments) after a unix time."""
+        path = self.modes / f"{tool}.calls"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [line for line in lines if float(line.split()[0]) >= since]
 
 
 @pytest.fixture
@@ -304,3 +311,28 @@ def test_two_sessions_on_one_node_get_their_own_ports(make_hub, demo_credentials
     assert len(ports) == 2
     a.stop_server()
     b.stop_server()
+
+
+def test_one_squeue_per_round_serves_every_session(make_hub, demo_credentials, faults):
+    hub = fast_hub(make_hub, faults)
+    users = [start_session(hub, demo_credentials, name=name)[0] for name in ("learner1", "learner2", "trainer1")]
+    since = time.time()
+    time.sleep(10)  # the hub polls each of the 3 sessions every second
+    calls = [line for line in faults.calls("squeue", since) if "--jobs=" in line]  # the reaper's are others
+    # one batched call per monitor round (1 s, jitter 20%), not one per session per poll (30)
+    assert 5 <= len(calls) <= 14, calls
+    assert all(" root " in line for line in calls)  # as the hub: no sudo per poll
+    batched = [line for line in calls if "--jobs=" in line and line.split("--jobs=")[1].split()[0].count(",") == 2]
+    assert batched, calls
+    for user in users:
+        user.stop_server()
+
+
+def test_profile_max_age_ends_old_sessions(make_hub, demo_credentials, base_config):
+    profiles = [dict(p, max_age=15) if p["key"] == "cpu-small" else p for p in base_config["profiles"]]
+    hub = make_hub({"profiles": profiles, "hub": {"poll_interval": 1},
+                    "sessions": {"monitor_interval": 1, "reaper_interval": 2, "reaper_grace": 0}})
+    learner, job = start_session(hub, demo_credentials, walltime=30)
+    assert wait_for(lambda: learner.server() is None, 45)
+    assert wait_for(lambda: live_jobs("learner1") == [], 20)
+    assert "older than its profile's 15 s: stopping" in hub.log
