@@ -72,6 +72,10 @@ def _notebook_env_fingerprint() -> str:
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
     h.update((ROOT / "spawners" / "launcher.py").read_bytes())
+    h.update((ROOT / "docker" / "notebook" / "jupyter_server_config.d" / "academy-lean.json").read_bytes())
+    for path in sorted((ROOT / "spawners" / "session_timer").rglob("*")):
+        if path.is_file() and "src" not in path.parts:
+            h.update(path.read_bytes())
     h.update(Path(__file__).read_bytes())  # the install steps themselves
     return h.hexdigest()
 

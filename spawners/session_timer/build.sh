@@ -7,7 +7,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 notebook_env="${NOTEBOOK_ENV:-/opt/academy/venv-notebook}"
-work="$(mktemp -d /tmp/session-timer-build.XXXXXX)"
+# A fixed build path: webpack's chunk hashes depend on it, so the same source gives the same files.
+work="${TMPDIR:-/tmp}/academy-session-timer-build"
+rm -rf "$work" && mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
 cp -r "$here/package.json" "$here/tsconfig.json" "$here/src" "$here/style" "$work/"

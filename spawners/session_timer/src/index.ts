@@ -180,13 +180,14 @@ class SessionTimer {
   private _warn(left: number): void {
     const minutes = Math.max(1, Math.round(left / 60));
     const when = clockTime(this._endMs!);
+    console.info(`${PLUGIN_ID}: ${Math.round(left)} s left, warning the learner`);
     if (this._notification) {
       Notification.dismiss(this._notification);
     }
     this._notification = Notification.warning(
-      `Your session ends in about ${minutes} minute${minutes === 1 ? '' : 's'} (at ${when}), ` +
-        'when its time limit is reached. Your open notebooks will be saved automatically ' +
-        'just before; download anything else you need now.',
+      // Toasts show 140 characters at most: keep this short.
+      `Your session ends in about ${minutes} minute${minutes === 1 ? '' : 's'} (at ${when}). ` +
+        'Open notebooks will be saved automatically just before.',
       {
         autoClose: false,
         actions: [

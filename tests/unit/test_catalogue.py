@@ -1,0 +1,47 @@
+"""The course catalogue: both tracks are there, and a bad course file names its key."""
+
+import shutil
+
+import pytest
+import yaml
+
+from courses.catalogue import COURSES_DIR, CatalogueError, load_catalogue
+from hub.config import load
+
+PROFILES = {p["key"] for p in load()["profiles"]}
+
+
+def test_catalogue_has_two_tracks_of_at_least_five_assignments():
+    catalogue = load_catalogue(profiles=PROFILES)
+    per_track = {}
+    for course in catalogue.values():
+        per_track.setdefault(course.track, []).extend(course.assignments)
+    assert set(per_track) == {"hpc-engineering", "llm-engineering"}
+    assert all(len(assignments) >= 5 for assignments in per_track.values())
+    assert all(a.path.exists() for assignments in per_track.values() for a in assignments)
+
+
+def broken_copy(tmp_path, course_id, change):
+    for path in COURSES_DIR.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    data = yaml.safe_load((tmp_path / f"{course_id}.yaml").read_text())
+    change(data)
+    (tmp_path / f"{course_id}.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.update(track="quantum"), "llm-101.yaml: key track: 'quantum' is not one of"),
+    (lambda d: d["assignments"][0].update(points=0), "llm-101.yaml: key assignments[0].points"),
+    (lambda d: d["assignments"][1].update(id=d["assignments"][0]["id"]), "assignments[1].id: 'tokenization' repeats"),
+    (lambda d: d.update(prerequisites=["llm-999"]), "llm-101.yaml: key prerequisites[0]: no course 'llm-999'"),
+    (lambda d: d["assignments"][0].update(profile="gpu-h200-64"), "key assignments[0].profile: no resource profile"),
+    (lambda d: d["assignments"][0].update(notebook="missing.ipynb"), "key assignments[0].notebook:"),
+    (lambda d: d.update(id="llm-102"), "key id: 'llm-102' must match the file name 'llm-101'"),
+    (lambda d: d.update(extra="x"), "llm-101.yaml: key (top level): Additional properties are not allowed"),
+])
+def test_bad_course_file_names_the_key(tmp_path, change, message):
+    folder = broken_copy(tmp_path, "llm-101", change)
+    with pytest.raises(CatalogueError) as e:
+        load_catalogue(folder, profiles=PROFILES)
+    assert message in str(e.value)
