@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -24,9 +25,16 @@ CATALOGUE = load_catalogue(profiles={p["key"] for p in CFG["profiles"]})
 ASSIGNMENTS = [a for c in CATALOGUE.values() for a in c.assignments]
 
 
+@pytest.fixture(scope="module")
+def reports():
+    """All checks, two at a time: the notebooks use one torch thread, the machine has two cores."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(ASSIGNMENTS, pool.map(lambda a: check_assignment(a, PYTHON), ASSIGNMENTS)))
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS, ids=[f"{a.course_id}/{a.id}" for a in ASSIGNMENTS])
-def test_assignment_validates(assignment):
-    report = check_assignment(assignment, PYTHON)
+def test_assignment_validates(assignment, reports):
+    report = reports[assignment]
     assert report.problems == []
     solution, blank = report.scores["solution"], report.scores["blank"]
     assert solution["auto_max"] > 0 and solution["auto_score"] == solution["auto_max"]
