@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,13 +22,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def academy(*args: str, config: Path | None = None, user: str | None = None) -> subprocess.CompletedProcess:
+def academy(*args: str, config: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ}
     if config is not None:
         env["ACADEMY_CONFIG"] = str(config)
     argv = [str(ROOT / "academy"), *args]
-    if user:
-        argv = ["sudo", "-u", user, *argv]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd="/")
 
 
@@ -76,7 +76,14 @@ def test_up_says_which_port_is_taken(tmp_path, slurm_cluster_up):
 
 
 def test_up_as_a_normal_user_says_to_use_sudo():
-    result = academy("up", user="nobody")
+    # The checkout may sit in a folder other users cannot enter; the root check is the
+    # script's first step, so a world-readable copy of it shows what a normal user meets.
+    folder = Path(tempfile.mkdtemp(prefix="academy-nobody-", dir="/tmp"))
+    folder.chmod(0o755)
+    shutil.copy(ROOT / "academy", folder / "academy")
+    result = subprocess.run(["sudo", "-u", "nobody", str(folder / "academy"), "up"], capture_output=True, text=True,
+                            timeout=60, cwd="/")
+    shutil.rmtree(folder)
     assert result.returncode == 1
     assert "needs root" in result.stderr and "sudo" in result.stderr
 
