@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,11 @@ def make_hub(tmp_path_factory, slurm_cluster_up, demo_credentials, request):
     yield _make
     for i, hub in enumerate(hubs):
         stop_hub(hub, f"{request.node.name}-{i}.log")
-    # Sessions outlive their hub by design: end what this test's hubs left behind.
-    asyncio.run(reaper.cancel_all(SlurmClient(), platform_tag(hubs[0].cfg))) if hubs else None
+    # Sessions outlive their hub by design: end what this test's hubs left behind. In a thread
+    # of its own: Playwright's sync API may hold this thread's event loop.
+    if hubs:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, reaper.cancel_all(SlurmClient(), platform_tag(hubs[0].cfg))).result()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if shutil.which(CHROMIUM) is None:
         pytest.fail("Debian's chromium is missing: `./academy test` and .ci/run install it (apt-get install chromium)")
