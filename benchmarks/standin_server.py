@@ -1,0 +1,61 @@
+#!/usr/bin/python3
+"""A lightweight stand-in for jupyterhub-singleuser, used only by scheduler_load.py.
+
+Fifty JupyterLab servers do not fit on a two-core machine next to two hubs, and the
+benchmark measures the hub's *polling* of Slurm, not the session. This stand-in listens
+where a real server would and answers every GET with 200, so the hub's readiness check
+and proxy route work. Both hubs run this same file:
+
+- stock batchspawner: ``srun batchspawner-singleuser <this file> ...`` (run_path executes it
+  inside batchspawner-singleuser's Python after the port was reported);
+- the academy launcher: ``python -m spawners.launcher -- <this file> --port=N ...`` (exec'd).
+
+Either way the address is in $JUPYTERHUB_SERVICE_URL. Standard library only.
+"""
+
+import json
+import os
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = json.dumps({"started": True, "standin": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def address() -> tuple[str, int]:
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+    host, port = url.hostname or "127.0.0.1", url.port or 0
+    for arg in sys.argv[1:]:
+        if arg.startswith("--port="):
+            port = int(arg.split("=", 1)[1])
+    if not port:
+        raise SystemExit("standin_server: no port in $JUPYTERHUB_SERVICE_URL or --port=")
+    return host, port
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(address(), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"standin_server listening on {server.server_address}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+if __name__ == "__main__":
+    main()
