@@ -86,7 +86,7 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     assert lines["widgets"] == "8.1.9"
     extensions = requests.get(f"{hub.url}/user/learner1/lab/api/extensions",
                               headers={"Authorization": f"token {learner.token}"}).json()
-    assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager", "@academy/session-timer"} <= {
+    assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager", "academy-session-timer"} <= {
         e["name"] for e in extensions}
     # The session knows when its walltime ends (the status bar counts down to it).
     session = requests.get(f"{hub.url}/user/learner1/academy/session",
