@@ -69,20 +69,28 @@ def install_signal_handlers() -> None:
         signal.signal(s, _raise)
 
 
-ANCHOR_ENV_SETUP = (
-    "python3 -m venv /opt/academy/venv-anchor && /opt/academy/venv-anchor/bin/pip install jupyterhub==6.1.1 "
-    "jupyterlab==4.6.6 jupyter-server==2.21.1 ipywidgets==8.1.9 nbgrader==0.9.6 batchspawner==1.3.0 "
-    "&& chmod -R a+rX /opt/academy/venv-anchor"
-)
+ANCHOR_PACKAGES = ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "jupyter-server==2.21.1", "ipywidgets==8.1.9",
+                   "nbgrader==0.9.6", "batchspawner==1.3.0"]
+
+
+def ensure_anchor_env() -> None:
+    """The anchor's session env: stock packages as pip installs them (rfc3987-syntax included),
+    batchspawner for `batchspawner-singleuser`; readable and executable by the learners."""
+    if (ANCHOR_ENV / "bin" / "batchspawner-singleuser").exists():
+        return
+    log(f"making the anchor's session env {ANCHOR_ENV} (once) ...")
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(ANCHOR_ENV)], check=True)
+    subprocess.run([str(ANCHOR_ENV / "bin" / "pip"), "install", "-q", *ANCHOR_PACKAGES], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(ANCHOR_ENV)], check=True)
 
 
 def require_root() -> None:
+    """Root, the academy's session env, and the anchor's (made here if missing)."""
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (PAM logins of real users, sudo, scancel): run them as root")
-    for exe in (ANCHOR_ENV / "bin" / "batchspawner-singleuser", NOTEBOOK_ENV / "bin" / "jupyterhub-singleuser"):
-        if not exe.exists():
-            raise SystemExit(f"{exe} is missing. The anchor's session env is made with:\n  {ANCHOR_ENV_SETUP}\n"
-                             "and the academy's by `./academy up` (or `./academy prepare`).")
+    if not (NOTEBOOK_ENV / "bin" / "jupyterhub-singleuser").exists():
+        raise SystemExit(f"{NOTEBOOK_ENV} is missing: run `./academy up` (or `./academy prepare`) first")
+    ensure_anchor_env()
 
 
 # -- machine and results --------------------------------------------------------------------
