@@ -77,7 +77,9 @@ class JobMonitor:
         state means it ended.
         """
         self.watch(job_id)
-        max_age = self.interval if max_age is None else max_age
+        # The loop sleeps interval +- jitter: an answer is fresh for the longest such sleep,
+        # or hub polls landing between rounds would each trigger an extra squeue.
+        max_age = self.interval * (1 + self.jitter) if max_age is None else max_age
         obs = self.observations.get(job_id)
         if obs is None or time.monotonic() - obs.at > max_age:
             await self.refresh()
