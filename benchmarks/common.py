@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -193,13 +192,6 @@ def _is_up(url: str) -> bool:
         return False
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def _kill_pidfile(path: Path) -> None:
     try:
         pid = int(path.read_text().strip())
@@ -286,11 +278,6 @@ class OursHub(BenchHub):
         hub_process.start(self.cfg, config_env={"ACADEMY_CONFIG": str(self.config_file), "PYTHONPATH": pythonpath})
 
     def stop(self) -> None:
-        # hub_process.stop waits until kill(pid, 0) fails; the hub is our child, so reap it or a
-        # zombie would make stop wait its full timeout.
-        pid = hub_process.running_pid(self.cfg)
-        if pid is not None:
-            threading.Thread(target=_reap, args=(pid,), daemon=True).start()
         try:
             hub_process.stop(self.cfg)
         finally:

@@ -31,10 +31,9 @@ def log_file(cfg: dict) -> Path:
 def running_pid(cfg: dict) -> int | None:
     try:
         pid = int(pid_file(cfg).read_text().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def public_url(cfg: dict) -> str:
@@ -98,10 +97,22 @@ def stop(cfg: dict, timeout: float = 60) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not _alive(pid):
             return True
-        time.sleep(0.3)
+        time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    # A hub this process started stays a zombie (and answers kill 0) until it is reaped.
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: `academy down` from another shell
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
     return True

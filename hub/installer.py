@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -126,6 +127,8 @@ def ensure_demo_users(users: dict[str, list[str]], credentials_file: str) -> dic
         if not _user_exists(name):
             _run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", name], f"useradd {name}")
             creds.pop(name, None)
+        # Debian's useradd leaves homes world-readable (0755): one learner could read another's work.
+        os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
         if name not in creds:
             creds[name] = secrets.token_urlsafe(9)
             _run(["chpasswd"], f"setting {name}'s password", input=f"{name}:{creds[name]}\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import socket
 import subprocess
@@ -17,10 +19,23 @@ import websocket
 from hub import hub_process
 
 
+_PORTS = iter(random.Random(os.getpid()).sample(range(20000, 32000), 12000))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on, below the kernel's ephemeral range (32768+).
+
+    Port 0 would hand out an ephemeral port, the same pool every outgoing connection and every
+    session launcher draws from: by the time the hub binds it, one of them may hold it (seen in CI).
+    """
+    for port in _PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in 20000-32000")
 
 
 @dataclass

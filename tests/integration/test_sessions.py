@@ -72,6 +72,7 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
         "print('job=' + os.environ['SLURM_JOB_ID'])\n"
         "print('bashrc=' + os.environ.get('ACADEMY_BASHRC_RAN', 'no'))\n"
         "print('env_writable=' + str(os.access(os.path.dirname(torch.__file__), os.W_OK)))\n"
+        "print('peer_home=' + str(os.access(pwd.getpwnam('learner2').pw_dir, os.R_OK)))\n"
         "import ipywidgets, nbgrader\n"
         "print('widgets=' + ipywidgets.__version__)\n"
     ))
@@ -84,6 +85,7 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     assert lines["bashrc"] == "no"
     assert lines["env_writable"] == "False"
     assert lines["widgets"] == "8.1.9"
+    assert lines["peer_home"] == "False"  # another learner's files are out of reach
     extensions = requests.get(f"{hub.url}/user/learner1/lab/api/extensions",
                               headers={"Authorization": f"token {learner.token}"}).json()
     assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager", "academy-session-timer"} <= {
