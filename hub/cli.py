@@ -12,7 +12,7 @@ from pathlib import Path
 from spawners import reaper
 from spawners.slurm_client import SlurmClient, SlurmError
 
-from . import hub_process, installer, slurm_cluster
+from . import cli_assessments, hub_process, installer, slurm_cluster
 from .config import ConfigError, load
 from .configurer import platform_tag
 
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     course = sub.add_parser("course", help="trainer tools for the course catalogue")
     course.add_argument("action", choices=["list", "validate"], help="list the courses, or validate their assignments")
     course.add_argument("courses", nargs="*", help="course ids (default: all)")
+    cli_assessments.add_parsers(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
     args, extra = parser.parse_known_args(argv)
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args.pytest_args = extra
     try:
         cfg = load()
+        if args.command in cli_assessments.COMMANDS:
+            installer.require_root(f"academy {args.command}")  # the course store is root's only
+            return cli_assessments.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
                    "course": cmd_course, "test": cmd_test}[args.command]
         return handler(args, cfg)

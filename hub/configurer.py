@@ -6,8 +6,11 @@ daemons belong to the installer and the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+
+EXCHANGE = "academy-exchange"
 
 
 def db_url(cfg: dict) -> str:
@@ -96,6 +99,18 @@ def update_services(c, cfg: dict) -> None:
     services = [{"name": "academy-reaper", "command": reaper}]
     roles = [{"name": "academy-reaper", "services": ["academy-reaper"],
               "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "delete:servers"]}]
+    # The exchange (assessments.exchange_service): learners and trainers reach it with their own
+    # hub token, from the browser or from inside their session.
+    exchange_url = f"http://{cfg['hub']['hub_ip']}:{cfg['assessments']['exchange_port']}"
+    services.append({"name": EXCHANGE, "url": exchange_url,
+                     "command": [sys.executable, "-m", "assessments.exchange_service"],
+                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
+                                     "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    access = f"access:services!service={EXCHANGE}"
+    roles.append({"name": "user", "scopes": ["self", access]})
+    c.Spawner.server_token_scopes = ["users:activity!user", access]
+    # Sessions reach the exchange directly (compute nodes route to the hub's address, as for the API).
+    c.Spawner.environment = {"ACADEMY_EXCHANGE_URL": f"{exchange_url}/services/{EXCHANGE}/"}
     if sessions["idle_timeout"]:
         services.append({"name": "idle-culler",
                          "command": [sys.executable, "-m", "jupyterhub_idle_culler",

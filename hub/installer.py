@@ -69,11 +69,13 @@ def ensure_proxy() -> None:
 
 
 def _notebook_env_fingerprint() -> str:
-    # What the session environment holds of ours is the launcher; nothing else changes it.
+    # What the session environment holds of ours: the launcher, the session timer and the grader.
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
     h.update((ROOT / "spawners" / "launcher.py").read_bytes())
     h.update((ROOT / "docker" / "notebook" / "jupyter_server_config.d" / "academy-lean.json").read_bytes())
+    for path in sorted((ROOT / "assessments").rglob("*.py")):  # the grading driver runs in this env
+        h.update(path.read_bytes())
     for path in sorted((ROOT / "spawners" / "session_timer").rglob("*")):
         if path.is_file() and "src" not in path.parts:
             h.update(path.read_bytes())
@@ -100,7 +102,7 @@ def ensure_notebook_env(env_dir: str) -> None:
     # and only uses it to check "iri" formats, which it skips when the package is absent.
     _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *IMPORT_TIME_HOGS],
          "removing import-time hogs from the notebook env")
-    # The launcher (spawners.launcher) must be importable inside the job; nothing else is needed.
+    # The launcher (spawners.launcher) and the grader (assessments.grader) run inside jobs from here.
     _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the launcher into the notebook env")
     os.chmod(env, 0o755)
     marker.write_text(fingerprint + "\n")

@@ -50,7 +50,9 @@ def start_hub(root: Path, overrides: dict) -> Hub:
     hub_keys = {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
                 "proxy_api_port": free_port(), "state_dir": str(root / "state"), "log_dir": str(root / "log"),
                 "start_timeout": 120}
-    config = {**overrides, "hub": {**hub_keys, **overrides.get("hub", {})}}
+    config = {**overrides, "hub": {**hub_keys, **overrides.get("hub", {})},
+              "assessments": {"root": str(root / "courses"), "work_root": f"/var/tmp/academy-tests/{root.name}",
+                              "exchange_port": free_port(), **overrides.get("assessments", {})}}
     config_file = root / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     cfg = academy_config.load(config_file)

@@ -1,0 +1,140 @@
+"""The gradebook: publications, submissions, results and feedback releases (SQLAlchemy Core).
+
+SQLite in WAL mode by default (readers never wait on the grader's writes), any SQLAlchemy URL
+in production. Every time stored here is the server's clock, as epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+publications = sa.Table(
+    "publications", metadata,
+    sa.Column("course", sa.String(64), primary_key=True),
+    sa.Column("assignment", sa.String(64), primary_key=True),
+    sa.Column("released_at", sa.Float, nullable=False),
+    sa.Column("due_at", sa.Float, nullable=False),
+    sa.Column("points", sa.Float, nullable=False),
+    sa.Column("notebooks", sa.Text, nullable=False),        # JSON list of file names
+    sa.Column("feedback_released_at", sa.Float),
+)
+
+submissions = sa.Table(
+    "submissions", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("course", sa.String(64), nullable=False),
+    sa.Column("assignment", sa.String(64), nullable=False),
+    sa.Column("student", sa.String(32), nullable=False),
+    sa.Column("submitted_at", sa.Float, nullable=False),
+    sa.Column("late_s", sa.Float, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Index("ix_submissions_course_assignment_student", "course", "assignment", "student"),
+)
+
+results = sa.Table(
+    "results", metadata,
+    sa.Column("submission_id", sa.String(40), sa.ForeignKey("submissions.id"), primary_key=True),
+    sa.Column("batch", sa.String(40), nullable=False),
+    sa.Column("score", sa.Float),                  # None: the grader failed (error holds why)
+    sa.Column("max_score", sa.Float),
+    sa.Column("penalty", sa.Float, nullable=False, default=0.0),
+    sa.Column("final_score", sa.Float),
+    sa.Column("needs_manual", sa.Boolean, nullable=False, default=False),
+    sa.Column("notes", sa.Text, nullable=False, default="[]"),   # JSON list, for the trainer
+    sa.Column("detail", sa.Text, nullable=False, default="{}"),  # JSON: per notebook and cell
+    sa.Column("error", sa.Text),
+    sa.Column("graded_at", sa.Float, nullable=False),
+)
+
+
+enrolments = sa.Table(
+    "enrolments", metadata,
+    sa.Column("course", sa.String(64), primary_key=True),
+    sa.Column("user", sa.String(32), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),     # "learner" or "trainer"
+    sa.Column("enrolled_at", sa.Float, nullable=False),
+)
+
+
+def engine_for(url: str) -> sa.Engine:
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    metadata.create_all(engine)
+    return engine
+
+
+def publication(conn, course: str, assignment: str) -> dict | None:
+    row = conn.execute(sa.select(publications).where(
+        publications.c.course == course, publications.c.assignment == assignment)).mappings().first()
+    return dict(row) if row else None
+
+
+def latest_submissions(conn, course: str, assignment: str) -> list[dict]:
+    """Each learner's last submission of an assignment (the one that counts)."""
+    rows = conn.execute(sa.select(submissions).where(
+        submissions.c.course == course, submissions.c.assignment == assignment
+    ).order_by(submissions.c.student, submissions.c.submitted_at.desc())).mappings().all()
+    latest: dict[str, dict] = {}
+    for row in rows:
+        latest.setdefault(row["student"], dict(row))
+    return list(latest.values())
+
+
+def late_penalty(late_s: float, max_score: float, per_day: float, grace_s: float) -> float:
+    """Points lost: a fraction of the maximum per started day past the grace period, capped at all of it."""
+    if late_s <= grace_s or per_day <= 0:
+        return 0.0
+    days = int((late_s - grace_s) // 86400) + 1
+    return min(max_score, round(max_score * per_day * days, 4))
+
+
+def record_result(conn, submission: dict, batch: str, result: dict, per_day: float, grace_s: float) -> None:
+    error = result.get("error")
+    score = None if error else float(result["score"])
+    max_score = None if error else float(result["max_score"])
+    penalty = 0.0 if error else late_penalty(submission["late_s"], max_score, per_day, grace_s)
+    notes = [] if error else [f"{nb['notebook']}: {note}" for nb in result["notebooks"] for note in nb["notes"]]
+    notes = ([] if error else list(result.get("notes", []))) + notes
+    if penalty:
+        notes.append(f"submitted {submission['late_s'] / 3600:.1f} h after the deadline: {penalty:g} points off")
+    row = {
+        "submission_id": submission["id"], "batch": batch, "score": score, "max_score": max_score,
+        "penalty": penalty, "final_score": None if error else max(0.0, score - penalty),
+        "needs_manual": bool(not error and any(nb["needs_manual"] for nb in result["notebooks"])),
+        "notes": json.dumps(notes), "error": error,
+        "detail": json.dumps({"notebooks": [] if error else result["notebooks"]}), "graded_at": time.time(),
+    }
+    conn.execute(sa.delete(results).where(results.c.submission_id == submission["id"]))
+    conn.execute(sa.insert(results).values(**row))
+
+
+def gradebook_rows(conn, course: str) -> list[dict]:
+    """One row per learner and assignment: their counted (latest) submission and its result."""
+    rows = []
+    for pub in conn.execute(sa.select(publications).where(publications.c.course == course)
+                            .order_by(publications.c.released_at)).mappings():
+        for sub in sorted(latest_submissions(conn, course, pub["assignment"]), key=lambda s: s["student"]):
+            res = conn.execute(sa.select(results).where(results.c.submission_id == sub["id"])).mappings().first()
+            rows.append({"student": sub["student"], "assignment": pub["assignment"], "submission": sub["id"],
+                         "submitted_at": sub["submitted_at"], "late_s": sub["late_s"],
+                         "score": res["score"] if res else None, "penalty": res["penalty"] if res else None,
+                         "final_score": res["final_score"] if res else None,
+                         "max_score": res["max_score"] if res else pub["points"],
+                         "needs_manual": bool(res["needs_manual"]) if res else False,
+                         "notes": json.loads(res["notes"]) if res else [],
+                         "status": ("error" if res and res["error"] else "graded" if res else "submitted")})
+    return rows

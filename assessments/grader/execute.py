@@ -1,0 +1,164 @@
+"""Run a merged notebook in a sandboxed kernel and record, per cell, what the kernel replied.
+
+Pass or fail is the status of the kernel's execute_reply for the cell (what IPython's run_cell
+found), not the cell's outputs, which learner code controls (an overridden showtraceback hides
+a traceback, not the failure). Outputs are capped as they arrive, so a cell printing gigabytes
+costs the grader nothing but the time until its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from traitlets import Int, List, Unicode
+
+CELL_OUTPUT_CAP = 64 * 1024       # bytes of output kept per cell
+TOTAL_OUTPUT_CAP = 1024 * 1024    # and per notebook
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel started through the sandbox wrapper (see sandbox.wrapper_argv)."""
+
+    wrapper = List(Unicode())
+    sandbox_uid = Int(-1)
+
+    def write_connection_file(self, **kw):
+        super().write_connection_file(**kw)
+        # Written 0600 by root; the kernel, as the sandbox uid, must read its key and ports.
+        if self.sandbox_uid >= 0:
+            os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+
+
+@dataclass
+class CellRun:
+    status: str                  # "ok", "error", "timeout", "not run", "kernel died"
+    error: str = ""              # ename: evalue, as the kernel reported it
+    output_truncated: bool = False
+
+
+@dataclass
+class Execution:
+    notebook: nbformat.NotebookNode
+    cells: dict[int, CellRun] = field(default_factory=dict)
+    kernel_died_at: int | None = None
+    timed_out_at: list[int] = field(default_factory=list)
+    deadline_hit_at: int | None = None
+    output_truncated: bool = False
+    seconds: float = 0.0
+
+
+class CappedClient(NotebookClient):
+    """nbclient with output caps and a record of each cell's execute_reply."""
+
+    def __init__(self, nb, km, **kw):
+        super().__init__(nb, km=km, **kw)
+        self.replies: dict[int, dict] = {}
+        self.cell_bytes: dict[int, int] = {}
+        self.total_bytes = 0
+        self.truncated: set[int] = set()
+        self.on_cell_executed = self._record_reply
+
+    def _record_reply(self, cell, cell_index, execute_reply):
+        self.replies[cell_index] = (execute_reply or {}).get("content", {})
+
+    def process_message(self, msg, cell, cell_index):
+        kind = msg["msg_type"]
+        if kind in ("stream", "display_data", "execute_result", "error", "update_display_data") or kind.startswith("comm"):
+            size = _size(msg["content"])
+            used = self.cell_bytes.get(cell_index, 0)
+            if used + size > CELL_OUTPUT_CAP or self.total_bytes + size > TOTAL_OUTPUT_CAP:
+                if cell_index not in self.truncated:
+                    self.truncated.add(cell_index)
+                    cell.outputs.append(nbformat.v4.new_output(
+                        "stream", name="stderr", text=f"\n[output truncated by the grader at {CELL_OUTPUT_CAP // 1024} KiB]\n"))
+                if kind == "error":  # keep the failure's name, drop its bulk
+                    cell.outputs.append(nbformat.v4.new_output(
+                        "error", ename=str(msg["content"].get("ename", ""))[:200],
+                        evalue=str(msg["content"].get("evalue", ""))[:500], traceback=[]))
+                return None
+            self.cell_bytes[cell_index] = used + size
+            self.total_bytes += size
+        return super().process_message(msg, cell, cell_index)
+
+
+def _size(content: dict) -> int:
+    # Cheap upper bound on what keeping this output costs; exact for text.
+    total = 0
+    for value in content.values():
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, (dict, list)):
+            total += len(json.dumps(value, default=str))
+    return total
+
+
+async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: int, env: dict[str, str], workdir: Path,
+                       cell_timeout: int, total_timeout: float, startup_timeout: int = 60) -> Execution:
+    """Execute every code cell in order, in a kernel started through ``wrapper``."""
+    km = SandboxKernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / ".kernel"), wrapper=wrapper,
+                              sandbox_uid=uid)
+    km.connection_file = str(workdir / ".kernel-connection.json")
+    client = CappedClient(
+        nb, km, timeout=cell_timeout, startup_timeout=startup_timeout, allow_errors=True,
+        interrupt_on_timeout=True, error_on_timeout={"ename": "Timeout", "evalue": f"cell ran over {cell_timeout} s"},
+        iopub_timeout=4, raise_on_iopub_timeout=False, record_timing=False, shutdown_kernel="immediate",
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    run = Execution(notebook=nb)
+    t0 = time.monotonic()
+    deadline = t0 + total_timeout
+    # nbclient leaves running a kernel whose manager it was handed (km=): cleanup_kc makes it kill
+    # and reap ours, else the kernel outlives the run and ends as a zombie of the grader. The
+    # kernel's stdout and stderr are not the job's: ipykernel echoes fd-level output (os.write(1, ...))
+    # there, which would put whatever the learner wrote into the grading job's log.
+    async with client.async_setup_kernel(env=env, cleanup_kc=True, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL):
+        code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        for n, index in enumerate(code_cells):
+            cell = nb.cells[index]
+            if not cell.source.strip():
+                run.cells[index] = CellRun("ok")
+                continue
+            if time.monotonic() > deadline:
+                run.deadline_hit_at = index
+                for rest in code_cells[n:]:
+                    run.cells[rest] = CellRun("not run")
+                break
+            try:
+                await client.async_execute_cell(cell, index, execution_count=n + 1)
+            except DeadKernelError:
+                run.kernel_died_at = index
+                run.cells[index] = CellRun("kernel died")
+                for rest in code_cells[n + 1:]:
+                    run.cells[rest] = CellRun("not run")
+                break
+            reply = client.replies.get(index, {})
+            status = reply.get("status", "error")
+            if reply.get("ename") == "Timeout" and status == "error" and "ran over" in str(reply.get("evalue", "")):
+                run.timed_out_at.append(index)
+                run.cells[index] = CellRun("timeout", f"Timeout: cell ran over {cell_timeout} s")
+            elif status == "ok":
+                run.cells[index] = CellRun("ok")
+            else:
+                run.cells[index] = CellRun("error", f"{reply.get('ename', 'Error')}: {str(reply.get('evalue', ''))[:300]}")
+            run.cells[index].output_truncated = index in client.truncated
+    run.output_truncated = bool(client.truncated)
+    run.seconds = time.monotonic() - t0
+    return run
+
+
+def run_notebook_sync(nb, **kw) -> Execution:
+    return asyncio.run(run_notebook(nb, **kw))

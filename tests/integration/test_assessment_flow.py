@@ -1,0 +1,166 @@
+"""The assessment flow through the real hub, the exchange service and a Slurm grading array:
+enrol, publish, fetch, submit (owner-checked), autograde, feedback without hidden tests, gradebook."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+import requests
+
+from assessments.grader.feedback import hidden_lines
+
+COURSE, ASSIGNMENT, NOTEBOOK = "llm-101", "tokenization", "tokenization.ipynb"
+SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "courses", "notebooks", COURSE, ASSIGNMENT, NOTEBOOK)
+
+
+def academy(hub, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "academy"), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ACADEMY_CONFIG": str(hub.config_file)})
+
+
+def exchange(hub, user, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(method, f"{hub.url}/services/academy-exchange/api/{path}",
+                            headers={"Authorization": f"token {user.token}"}, timeout=60, **kw)
+
+
+def solved(release_text: str) -> str:
+    """The released notebook with the learner's answers filled in from the trainer's solution."""
+    release = nbformat.reads(release_text, as_version=4)
+    source = nbformat.read(SOURCE, as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    for cell in release.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in answers:
+            cell.source = "\n".join(line for line in answers[gid].splitlines()
+                                    if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
+    return nbformat.writes(release)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def course(hub, tmp_path_factory):
+    out = academy(hub, "enrol", COURSE, "learner1", "learner2")
+    assert out.returncode == 0, out.stderr
+    roster = tmp_path_factory.mktemp("roster") / "roster.csv"
+    roster.write_text("username,role\ntrainer1,trainer\nlearner1,learner\nno-such-user,learner\nadmin,dean\n")
+    out = academy(hub, "roster", COURSE, str(roster))
+    assert out.returncode == 1  # some rows were rejected, and the report says which and why
+    assert "enrolled 1, already enrolled 1, rejected 2" in out.stdout
+    assert "line 4: no account named 'no-such-user'" in out.stdout
+    assert "line 5: role 'dean' is not one of: learner, trainer" in out.stdout
+    out = academy(hub, "publish", COURSE, ASSIGNMENT)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"published llm-101/tokenization \(12 points\), due \d{4}-\d\d-\d\d", out.stdout)
+    return COURSE
+
+
+def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests(hub, login, course):
+    learner1, learner2, trainer = login("learner1"), login("learner2"), login("trainer1")
+
+    listing = exchange(hub, learner1, "GET", "assignments").json()["assignments"]
+    assert [(a["course"], a["assignment"], a["role"]) for a in listing] == [(COURSE, ASSIGNMENT, "learner")]
+
+    files = exchange(hub, learner1, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files").json()["files"]
+    release = base64.b64decode(files[NOTEBOOK]).decode()
+    assert "BEGIN HIDDEN TESTS" not in release and "BEGIN SOLUTION" not in release
+    hidden = hidden_lines(nbformat.read(SOURCE, as_version=4))
+    assert hidden and not any(line in release for line in hidden)
+
+    # A submission claiming to be another learner's is refused, and nothing is stored.
+    r = exchange(hub, learner1, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+                 json={"student": "learner2", "files": {NOTEBOOK: b64(solved(release))}})
+    assert r.status_code == 403 and "may not submit as 'learner2'" in r.json()["message"]
+    r = exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions")
+    assert r.json()["submissions"] == []
+    # A file name that tries to leave the submission folder is refused.
+    r = exchange(hub, learner1, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+                 json={"files": {"../../x.ipynb": b64(release)}})
+    assert r.status_code == 403 and "file name '../../x.ipynb' is not allowed" in r.json()["message"]
+
+    before = time.time()
+    r = exchange(hub, learner1, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+                 json={"student": "learner1", "files": {NOTEBOOK: b64(solved(release))}, "submitted_at": 0})
+    assert r.status_code == 201, r.text
+    stamped = r.json()
+    assert stamped["student"] == "learner1" and before - 1 <= stamped["submitted_at"] <= time.time() + 1
+    assert stamped["late_s"] == 0
+    r = exchange(hub, learner2, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+                 json={"files": {NOTEBOOK: b64(release)}})
+    assert r.status_code == 201, r.text
+
+    # Only a trainer of the course grades; the grading runs as a Slurm array, followed to the end.
+    r = exchange(hub, learner1, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
+    assert r.status_code == 403
+    r = exchange(hub, trainer, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
+    assert r.status_code == 202, r.text
+    batch = r.json()
+    assert batch["total"] == 2
+    seen_running = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        progress = exchange(hub, trainer, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch['batch']}").json()
+        seen_running |= progress["running"] > 0 or progress["graded"] > 0
+        if progress["done"]:
+            break
+        time.sleep(1)
+    assert progress["done"] and seen_running, progress
+    scores = {r["student"]: (r["score"], r["max_score"], r["error"]) for r in progress["results"]}
+    # 10 autograded points; the 2-point written answer waits for a trainer.
+    assert scores == {"learner1": (10.0, 12.0, None), "learner2": (0.0, 12.0, None)}
+
+    # Feedback only once released; it shows the verdicts and none of the hidden tests.
+    r = exchange(hub, learner1, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback")
+    assert r.status_code == 404 and "has not been released yet" in r.json()["message"]
+    out = academy(hub, "feedback", COURSE, ASSIGNMENT)
+    assert out.returncode == 0 and "released to 2 learner(s)" in out.stdout, out.stderr
+    html = exchange(hub, learner1, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback").json()["files"]
+    page = html["tokenization.html"]
+    assert "Score: 10 of 10 autograded points" in page and "Tests passed: 3 of 3 points" in page
+    assert "HIDDEN TESTS" not in page and not [line for line in hidden if line in page]
+    blank = exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback").json()["files"]
+    assert "Tests failed: 0 of 3 points" in blank["tokenization.html"]
+    assert not [line for line in hidden if line in blank["tokenization.html"]]
+
+    # The gradebook: trainers only, CSV a spreadsheet opens safely.
+    assert exchange(hub, learner1, "GET", f"courses/{COURSE}/gradebook.csv").status_code == 403
+    r = exchange(hub, trainer, "GET", f"courses/{COURSE}/gradebook.csv")
+    rows = {row["student"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    assert (rows["learner1"]["final_score"], rows["learner1"]["max_score"], rows["learner1"]["status"]) == ("10", "12", "graded")
+    assert rows["learner2"]["final_score"] == "0" and rows["learner1"]["needs_manual_grading"] == "yes"
+    stats = exchange(hub, trainer, "GET", f"courses/{COURSE}/statistics").json()["assignments"]
+    assert stats == [{"assignment": ASSIGNMENT, "enrolled": 2, "submitted": 2, "graded": 2, "max_score": 12.0,
+                      "mean": 5.0, "median": 5.0, "min": 0.0, "max": 10.0, "stdev": 7.07}]
+
+
+def test_course_boundaries_and_unenrolment(hub, login, course):
+    learner1, learner2 = login("learner1"), login("learner2")
+    # A learner of one course sees nothing of another.
+    r = exchange(hub, learner1, "GET", "courses/llm-201/assignments/lora/files")
+    assert r.status_code == 403 and "not enrolled in llm-201" in r.json()["message"]
+    assert exchange(hub, learner1, "GET", "courses/llm-201/gradebook.csv").status_code == 403
+    # Unenrolling ends access at once.
+    assert exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files").status_code == 200
+    out = academy(hub, "unenrol", COURSE, "learner2")
+    assert out.returncode == 0 and "learner2: removed from llm-101" in out.stdout
+    r = exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files")
+    assert r.status_code == 403
+    assert exchange(hub, learner2, "GET", "assignments").json()["assignments"] == []
+    out = academy(hub, "enrol", COURSE, "learner2")
+    assert out.returncode == 0
+    # No hub token, no exchange.
+    r = requests.get(f"{hub.url}/services/academy-exchange/api/assignments", allow_redirects=False, timeout=30)
+    assert r.status_code in (302, 403)
