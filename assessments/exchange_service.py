@@ -30,7 +30,7 @@ from courses.catalogue import load_catalogue
 from spawners.profiles import parse_profile
 from spawners.slurm_client import SlurmClient, SlurmError
 
-from . import autograde, export, feedback
+from . import autograde, export, feedback, hub_groups
 from .store import Store, StoreError, SubmissionRejected
 
 log = logging.getLogger("academy.exchange")
@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     server = HTTPServer(make_app(cfg), max_body_size=MAX_BODY)
     server.listen(url.port, url.hostname)
     log.info("exchange listening on %s:%d", url.hostname, url.port)
+    app_store: Store = server.request_callback.settings["store"]
+    IOLoop.current().add_callback(hub_groups.keep_in_sync, app_store.engine)
     IOLoop.current().start()
     return 0
 

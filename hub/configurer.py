@@ -106,6 +106,10 @@ def update_services(c, cfg: dict) -> None:
                      "command": [sys.executable, "-m", "assessments.exchange_service"],
                      "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    # It keeps the hub's <course>-learners / <course>-trainers groups in step with enrolment.
+    roles.append({"name": EXCHANGE, "services": [EXCHANGE],
+                  "scopes": ["list:users", "read:users:name", "admin:users", "list:groups", "read:groups",
+                             "admin:groups"]})
     access = f"access:services!service={EXCHANGE}"
     roles.append({"name": "user", "scopes": ["self", access]})
     c.Spawner.server_token_scopes = ["users:activity!user", access]

@@ -47,6 +47,15 @@ def solved(release_text: str) -> str:
     return nbformat.writes(release)
 
 
+def wait_for(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -159,8 +168,18 @@ def test_course_boundaries_and_unenrolment(hub, login, course):
     r = exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files")
     assert r.status_code == 403
     assert exchange(hub, learner2, "GET", "assignments").json()["assignments"] == []
+    # The hub's groups follow: learner2 leaves llm-101-learners, and comes back when enrolled again.
+    admin = login("admin")
+
+    def members(group: str) -> set[str]:
+        r = admin.api("GET", f"/groups/{group}")
+        return set(r.json()["users"]) if r.status_code == 200 else set()
+
+    assert wait_for(lambda: members(f"{COURSE}-learners") == {"learner1"}, 20), members(f"{COURSE}-learners")
+    assert members(f"{COURSE}-trainers") == {"trainer1"}
     out = academy(hub, "enrol", COURSE, "learner2")
     assert out.returncode == 0
+    assert wait_for(lambda: members(f"{COURSE}-learners") == {"learner1", "learner2"}, 20)
     # No hub token, no exchange.
     r = requests.get(f"{hub.url}/services/academy-exchange/api/assignments", allow_redirects=False, timeout=30)
     assert r.status_code in (302, 403)
