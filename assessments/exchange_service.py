@@ -93,6 +93,7 @@ class AssignmentsHandler(Base):
             for pub in self.store.publications(course):
                 item = {"course": course, "assignment": pub["assignment"], "role": role,
                         "released_at": pub["released_at"], "due_at": pub["due_at"], "points": pub["points"],
+                        "notebooks": json.loads(pub["notebooks"]),
                         "feedback_released": bool(pub["feedback_released_at"])}
                 if role == "learner":
                     subs = self.store.submissions_of(course, pub["assignment"], user)

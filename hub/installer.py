@@ -74,7 +74,9 @@ def _notebook_env_fingerprint() -> str:
     h.update((ROOT / "pyproject.toml").read_bytes())
     h.update((ROOT / "spawners" / "launcher.py").read_bytes())
     h.update((ROOT / "docker" / "notebook" / "jupyter_server_config.d" / "academy-lean.json").read_bytes())
-    for path in sorted((ROOT / "assessments" / "grader").glob("*.py")):  # grading jobs run it from this env
+    # Grading jobs run the grader from this env; sessions use the exchange client and its config.
+    for path in [*sorted((ROOT / "assessments" / "grader").glob("*.py")), ROOT / "assessments" / "exchange_client.py",
+                 ROOT / "docker" / "notebook" / "nbgrader_config.py"]:
         h.update(path.read_bytes())
     for path in sorted((ROOT / "spawners" / "session_timer").rglob("*")):
         if path.is_file() and "src" not in path.parts:

@@ -8,10 +8,13 @@ import csv
 import io
 import json
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import nbformat
 import pytest
@@ -183,3 +186,59 @@ def test_course_boundaries_and_unenrolment(hub, login, course):
     # No hub token, no exchange.
     r = requests.get(f"{hub.url}/services/academy-exchange/api/assignments", allow_redirects=False, timeout=30)
     assert r.status_code in (302, 403)
+
+
+def test_jupyterlab_assignments_tab_fetches_submits_and_gets_feedback_through_the_exchange(hub, login, course):
+    """nbgrader's own Assignments extension in a real session, speaking to the exchange over HTTP."""
+    learner, trainer = login("learner2"), login("trainer1")
+    local_copy = os.path.join(pwd.getpwnam("learner2").pw_dir, COURSE)
+    shutil.rmtree(local_copy, ignore_errors=True)  # a fetched copy from an earlier run on this machine
+    r = learner.submit_spawn_form(profile="cpu-small", walltime="20")
+    assert r.status_code == 302, r.text
+    learner.wait_ready()
+    api = f"{hub.url}/user/learner2"
+    auth = {"Authorization": f"token {learner.token}"}
+
+    listed = requests.get(f"{api}/assignments", params={"course_id": COURSE}, headers=auth, timeout=60).json()
+    assert listed["success"], listed
+    # Released (not yet fetched here), and the earlier submission made through the API.
+    assert sorted((a["assignment_id"], a["status"]) for a in listed["value"]) == [
+        (ASSIGNMENT, "released"), (ASSIGNMENT, "submitted")]
+    fetched = requests.post(f"{api}/assignments/fetch", data={"course_id": COURSE, "assignment_id": ASSIGNMENT},
+                            headers=auth, timeout=60).json()
+    assert sorted((a["assignment_id"], a["status"]) for a in fetched["value"]) == [
+        (ASSIGNMENT, "fetched"), (ASSIGNMENT, "submitted")]
+    local = requests.get(f"{api}/api/contents/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}", headers=auth, timeout=30).json()
+    assert local["type"] == "notebook" and "BEGIN HIDDEN TESTS" not in json.dumps(local["content"])
+
+    before = time.time()
+    submitted = requests.post(f"{api}/assignments/submit", data={"course_id": COURSE, "assignment_id": ASSIGNMENT},
+                              headers=auth, timeout=60).json()
+    assert submitted["success"], submitted
+    mine = exchange(hub, learner, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions").json()["submissions"]
+    assert mine[-1]["submitted_at"] >= before - 1  # stamped by the server, under the session's owner
+
+    r = exchange(hub, trainer, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
+    assert r.status_code == 202, r.text
+    batch = r.json()["batch"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        progress = exchange(hub, trainer, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch}").json()
+        if progress["done"]:
+            break
+        time.sleep(1)
+    assert [(r["student"], r["score"]) for r in progress["results"]] == [("learner2", 0.0)]
+    assert academy(hub, "feedback", COURSE, ASSIGNMENT).returncode == 0
+
+    after = requests.post(f"{api}/assignments/fetch_feedback", data={"course_id": COURSE, "assignment_id": ASSIGNMENT},
+                          headers=auth, timeout=60).json()
+    (entry,) = [a for a in after["value"] if a["status"] == "submitted"]
+    last = entry["submissions"][-1]
+    assert last["has_local_feedback"], entry
+    # nbgrader's handler gives the folder relative to the server's root (the learner's home).
+    folder = os.path.relpath(last["local_feedback_path"], pwd.getpwnam("learner2").pw_dir) \
+        if os.path.isabs(last["local_feedback_path"]) else last["local_feedback_path"]
+    html = requests.get(f"{api}/files/{urllib.parse.quote(folder)}/tokenization.html", headers=auth, timeout=30)
+    assert html.status_code == 200 and "Tests failed: 0 of 3 points" in html.text
+    learner.stop_server()
+    shutil.rmtree(local_copy, ignore_errors=True)
