@@ -18,9 +18,12 @@ import json
 import logging
 import os
 import re
+import time
+from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubAuthenticated
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -30,7 +33,10 @@ from courses.catalogue import load_catalogue
 from spawners.profiles import parse_profile
 from spawners.slurm_client import SlurmClient, SlurmError
 
-from . import autograde, export, feedback, hub_groups
+import nbformat
+import sqlalchemy as sa
+
+from . import autograde, export, feedback, gradebook as gb, hub_groups
 from .store import Store, StoreError, SubmissionRejected
 
 log = logging.getLogger("academy.exchange")
@@ -38,7 +44,12 @@ SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
 MAX_BODY = 60 << 20
 
 
-class Base(HubAuthenticated, web.RequestHandler):
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                        autoescape=select_autoescape(["html", "j2"]))
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    """A hub token (Authorization header) for the API, the hub's OAuth cookie for pages."""
     @property
     def store(self) -> Store:
         return self.settings["store"]
@@ -210,6 +221,81 @@ class AutogradeHandler(Base):
         self.write(body)
 
 
+class PageBase(Base):
+    def render_page(self, template: str, **context) -> None:
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/academy-exchange/")
+        self.finish(TEMPLATES.get_template(template).render(prefix=prefix, user=self.user_name(), **context))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>"
+                    f"<p>{web.escape.xhtml_escape(message)}</p>")
+
+
+class CoursePage(PageBase):
+    """A trainer's gradebook of one course: every assignment, every learner, what is left to grade."""
+
+    @web.authenticated
+    def get(self, course):
+        self.require_trainer(course)
+        stats = {s["assignment"]: s for s in export.statistics_by_assignment(self.store, course)}
+        with self.store.engine.connect() as conn:
+            rows = gb.gradebook_rows(conn, course)
+        assignments = [{"assignment": a, "stats": stat, "rows": [r for r in rows if r["assignment"] == a]}
+                       for a, stat in stats.items()]
+        self.render_page("trainer_course.html.j2", title=f"Gradebook {course}", course=course, assignments=assignments)
+
+
+class SubmissionPage(PageBase):
+    """Grade the written answers of one submission (a trainer of its course only)."""
+
+    def load(self, course, submission_id):
+        self.require_trainer(course)
+        with self.store.engine.connect() as conn:
+            sub = conn.execute(sa.select(gb.submissions).where(gb.submissions.c.id == submission_id,
+                                                               gb.submissions.c.course == course)).mappings().first()
+            res = conn.execute(sa.select(gb.results).where(gb.results.c.submission_id == submission_id)).mappings().first()
+            grades = {r.grade_id: r for r in conn.execute(sa.select(gb.manual_grades).where(
+                gb.manual_grades.c.submission_id == submission_id))}
+        if sub is None or res is None or res["error"]:
+            raise web.HTTPError(404, "no graded submission with that id in this course")
+        return sub, res, grades
+
+    def show(self, course, submission_id, message="", error=False):
+        sub, res, grades = self.load(course, submission_id)
+        cells = []
+        for c in gb.manual_cells(res):
+            graded = self.store.course_dir(course, "grading", res["batch"], "graded", submission_id, c["notebook"])
+            nb = nbformat.read(graded, as_version=4)
+            answer = next((cell.source for cell in nb.cells
+                           if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == c["grade_id"]), "")
+            g = grades.get(c["grade_id"])
+            cells.append({**c, "answer": answer, "score": g.score if g else None, "comment": g.comment if g else ""})
+        if error:
+            self.set_status(400)
+        self.render_page("trainer_submission.html.j2", title=f"{sub['student']} {sub['assignment']}", course=course,
+                         sub=sub, result=res, cells=cells, message=message, error=error, xsrf=self.xsrf_token.decode(),
+                         submitted=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(sub["submitted_at"])))
+
+    @web.authenticated
+    def get(self, course, submission_id):
+        self.show(course, submission_id)
+
+    @web.authenticated
+    def post(self, course, submission_id):
+        self.load(course, submission_id)
+        grade_id = self.get_body_argument("grade_id", "")
+        try:
+            with self.store.engine.begin() as conn:
+                score = gb.record_manual_grade(conn, submission_id, grade_id, self.get_body_argument("score", ""),
+                                               self.get_body_argument("comment", ""), self.user_name())
+        except gb.GradeError as e:
+            return self.show(course, submission_id, message=str(e), error=True)
+        self.show(course, submission_id, message=f"saved {grade_id}: {score:g} points")
+
+
 def make_app(cfg: dict) -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/academy-exchange/")
     course = rf"api/courses/({SLUG})"
@@ -223,12 +309,16 @@ def make_app(cfg: dict) -> web.Application:
         (rf"{item}/autograde/([^/]+)", AutogradeHandler),
         (rf"{course}/gradebook\.csv", GradebookHandler),
         (rf"{course}/statistics", StatisticsHandler),
+        (rf"courses/({SLUG})", CoursePage),
+        (rf"courses/({SLUG})/submissions/([0-9T]{{15}}-[0-9a-f]{{8}})", SubmissionPage),
+        (r"oauth_callback", HubOAuthCallbackHandler),
     ]
     return web.Application(
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
         store=Store.from_config(cfg), cfg=cfg, slurm=SlurmClient(bin_dir=cfg["slurm"]["bin_dir"]),
         catalogue=load_catalogue(profiles={p["key"] for p in cfg["profiles"]}),
         profiles={p["key"]: p for p in cfg["profiles"]},
+        cookie_secret=os.urandom(32),  # sign-ins last as long as the service; the hub signs them in again
     )
 
 

@@ -10,7 +10,8 @@ import time
 from . import gradebook as gb
 from .store import Store
 
-COLUMNS = ["student", "assignment", "status", "submitted_at", "late_hours", "score", "penalty", "final_score",
+COLUMNS = ["student", "assignment", "status", "submitted_at", "late_hours", "score", "manual_score", "penalty",
+           "final_score",
            "max_score", "needs_manual_grading", "notes"]
 
 
@@ -30,7 +31,7 @@ def gradebook_csv(store: Store, course: str) -> str:
         writer.writerow([_cell(v) for v in (
             r["student"], r["assignment"], r["status"],
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["submitted_at"])), f"{r['late_s'] / 3600:.2f}",
-            _fmt(r["score"]), _fmt(r["penalty"]), _fmt(r["final_score"]), _fmt(r["max_score"]),
+            _fmt(r["score"]), _fmt(r["manual_score"]), _fmt(r["penalty"]), _fmt(r["final_score"]), _fmt(r["max_score"]),
             "yes" if r["needs_manual"] else "no", " | ".join(r["notes"]))])
     return out.getvalue()
 

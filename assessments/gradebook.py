@@ -62,6 +62,17 @@ enrolments = sa.Table(
 )
 
 
+manual_grades = sa.Table(
+    "manual_grades", metadata,
+    sa.Column("submission_id", sa.String(40), sa.ForeignKey("submissions.id"), primary_key=True),
+    sa.Column("grade_id", sa.String(100), primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, default=""),
+    sa.Column("grader", sa.String(32), nullable=False),
+    sa.Column("graded_at", sa.Float, nullable=False),
+)
+
+
 def engine_for(url: str) -> sa.Engine:
     engine = sa.create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
@@ -129,12 +140,54 @@ def gradebook_rows(conn, course: str) -> list[dict]:
                             .order_by(publications.c.released_at)).mappings():
         for sub in sorted(latest_submissions(conn, course, pub["assignment"]), key=lambda s: s["student"]):
             res = conn.execute(sa.select(results).where(results.c.submission_id == sub["id"])).mappings().first()
+            manual = manual_scores(conn, sub["id"])
+            pending = [c["grade_id"] for c in manual_cells(res) if c["grade_id"] not in manual]
+            scored = res is not None and res["score"] is not None
             rows.append({"student": sub["student"], "assignment": pub["assignment"], "submission": sub["id"],
                          "submitted_at": sub["submitted_at"], "late_s": sub["late_s"],
-                         "score": res["score"] if res else None, "penalty": res["penalty"] if res else None,
-                         "final_score": res["final_score"] if res else None,
-                         "max_score": res["max_score"] if res else pub["points"],
-                         "needs_manual": bool(res["needs_manual"]) if res else False,
+                         "score": res["score"] if res else None, "manual_score": sum(manual.values()),
+                         "penalty": res["penalty"] if res else None,
+                         # what counts: autograded + trainer-graded points, less any late penalty
+                         "final_score": max(0.0, res["score"] + sum(manual.values()) - res["penalty"]) if scored else None,
+                         "max_score": res["max_score"] if scored else pub["points"],
+                         "needs_manual": bool(pending), "manual_pending": pending,
                          "notes": json.loads(res["notes"]) if res else [],
                          "status": ("error" if res and res["error"] else "graded" if res else "submitted")})
     return rows
+
+
+def manual_cells(result_row) -> list[dict]:
+    """The cells of a graded submission that a trainer scores by hand."""
+    if result_row is None or result_row["error"]:
+        return []
+    return [dict(c, notebook=nb["notebook"]) for nb in json.loads(result_row["detail"])["notebooks"]
+            for c in nb["cells"] if c["kind"] == "manual"]
+
+
+def manual_scores(conn, submission_id: str) -> dict[str, float]:
+    return {r.grade_id: r.score for r in conn.execute(
+        sa.select(manual_grades.c.grade_id, manual_grades.c.score).where(manual_grades.c.submission_id == submission_id))}
+
+
+class GradeError(ValueError):
+    """A manual grade that cannot be recorded; the message says what is accepted."""
+
+
+def record_manual_grade(conn, submission_id: str, grade_id: str, score_text: str, comment: str, grader: str) -> float:
+    res = conn.execute(sa.select(results).where(results.c.submission_id == submission_id)).mappings().first()
+    cells = {c["grade_id"]: c for c in manual_cells(res)}
+    if grade_id not in cells:
+        raise GradeError(f"{grade_id!r} is not a hand-graded cell of this submission; it has: "
+                         f"{', '.join(cells) or 'none'}")
+    points = float(cells[grade_id]["points"])
+    try:
+        score = float(score_text)
+    except (TypeError, ValueError):
+        raise GradeError(f"the score for {grade_id} must be a number from 0 to {points:g}, not {score_text!r}")
+    if not 0 <= score <= points or score != score:
+        raise GradeError(f"the score for {grade_id} must be from 0 to {points:g}, not {score:g}")
+    conn.execute(sa.delete(manual_grades).where(manual_grades.c.submission_id == submission_id,
+                                                manual_grades.c.grade_id == grade_id))
+    conn.execute(sa.insert(manual_grades).values(submission_id=submission_id, grade_id=grade_id, score=score,
+                                                 comment=comment[:5000], grader=grader, graded_at=time.time()))
+    return score

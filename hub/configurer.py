@@ -102,7 +102,7 @@ def update_services(c, cfg: dict) -> None:
     # The exchange (assessments.exchange_service): learners and trainers reach it with their own
     # hub token, from the browser or from inside their session.
     exchange_url = f"http://{cfg['hub']['hub_ip']}:{cfg['assessments']['exchange_port']}"
-    services.append({"name": EXCHANGE, "url": exchange_url,
+    services.append({"name": EXCHANGE, "url": exchange_url, "oauth_no_confirm": True,
                      "command": [sys.executable, "-m", "assessments.exchange_service"],
                      "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})

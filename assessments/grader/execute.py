@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
@@ -24,6 +25,7 @@ from traitlets import Int, List, Unicode
 
 CELL_OUTPUT_CAP = 64 * 1024       # bytes of output kept per cell
 TOTAL_OUTPUT_CAP = 1024 * 1024    # and per notebook
+MAX_MESSAGE_BYTES = 4 << 20       # a bigger message from the kernel is refused unread (see SandboxKernelManager.client)
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -40,6 +42,15 @@ class SandboxKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+
+    def client(self, **kw):
+        kc = super().client(**kw)
+        # ipykernel sends all a cell printed between two flushes as one message: hundreds of MB from
+        # a print loop. Every socket of ours refuses a message over MAX_MESSAGE_BYTES before reading
+        # it (libzmq drops that connection; DropWatch connects iopub again), so none reaches the
+        # grader's memory.
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return kc
 
 
 @dataclass
@@ -94,6 +105,34 @@ class CappedClient(NotebookClient):
         return super().process_message(msg, cell, cell_index)
 
 
+class DropWatch:
+    """Whether libzmq dropped the iopub connection since the last look, because the kernel sent a
+    message over MAX_MESSAGE_BYTES (unread). libzmq takes that for a protocol error and does not
+    connect again by itself: this does, so the next cells' outputs arrive."""
+
+    def __init__(self, socket, url: str):
+        self.socket, self.url = socket, url
+        # A socket of the client's context: closed with it, whatever way the run ends.
+        self.events = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    async def dropped(self) -> bool:
+        seen = False
+        while self.events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            await self.events.recv_multipart()
+            seen = True
+        if seen:
+            try:
+                self.socket.disconnect(self.url)
+            except zmq.ZMQError:
+                pass
+            self.socket.connect(self.url)
+        return seen
+
+    def close(self) -> None:
+        self.socket.disable_monitor()
+        self.events.close(linger=0)
+
+
 def _size(content: dict) -> int:
     # Cheap upper bound on what keeping this output costs; exact for text.
     total = 0
@@ -126,6 +165,7 @@ async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: in
     # there, which would put whatever the learner wrote into the grading job's log.
     async with client.async_setup_kernel(env=env, cleanup_kc=True, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL):
+        drops = DropWatch(client.kc.iopub_channel.socket, client.kc._make_url("iopub"))
         code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         for n, index in enumerate(code_cells):
             cell = nb.cells[index]
@@ -154,7 +194,13 @@ async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: in
                 run.cells[index] = CellRun("ok")
             else:
                 run.cells[index] = CellRun("error", f"{reply.get('ename', 'Error')}: {str(reply.get('evalue', ''))[:300]}")
+            if await drops.dropped() and index not in client.truncated:
+                client.truncated.add(index)
+                cell.outputs.append(nbformat.v4.new_output(
+                    "stream", name="stderr", text=f"\n[output truncated by the grader: a message over "
+                                                  f"{MAX_MESSAGE_BYTES >> 20} MiB was dropped]\n"))
             run.cells[index].output_truncated = index in client.truncated
+        drops.close()
     run.output_truncated = bool(client.truncated)
     run.seconds = time.monotonic() - t0
     return run

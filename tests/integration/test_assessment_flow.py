@@ -11,8 +11,6 @@ import os
 import pwd
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.parse
 
@@ -22,59 +20,23 @@ import requests
 
 from assessments.grader.feedback import hidden_lines
 
-COURSE, ASSIGNMENT, NOTEBOOK = "llm-101", "tokenization", "tokenization.ipynb"
-SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "courses", "notebooks", COURSE, ASSIGNMENT, NOTEBOOK)
-
-
-def academy(hub, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "academy"), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ACADEMY_CONFIG": str(hub.config_file)})
-
-
-def exchange(hub, user, method: str, path: str, **kw) -> requests.Response:
-    return requests.request(method, f"{hub.url}/services/academy-exchange/api/{path}",
-                            headers={"Authorization": f"token {user.token}"}, timeout=60, **kw)
-
-
-def solved(release_text: str) -> str:
-    """The released notebook with the learner's answers filled in from the trainer's solution."""
-    release = nbformat.reads(release_text, as_version=4)
-    source = nbformat.read(SOURCE, as_version=4)
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
-    for cell in release.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in answers:
-            cell.source = "\n".join(line for line in answers[gid].splitlines()
-                                    if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
-    return nbformat.writes(release)
-
-
-def wait_for(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+from ..assessment_support import (ASSIGNMENT, COURSE, NOTEBOOK, SOURCE, academy, b64, enrol_and_publish, exchange,
+                                  solved, wait_for)
 
 
 @pytest.fixture(scope="module")
 def course(hub, tmp_path_factory):
-    out = academy(hub, "enrol", COURSE, "learner1", "learner2")
-    assert out.returncode == 0, out.stderr
+    enrol_and_publish(hub)  # learner1, learner2; trainer1 as trainer
     roster = tmp_path_factory.mktemp("roster") / "roster.csv"
-    roster.write_text("username,role\ntrainer1,trainer\nlearner1,learner\nno-such-user,learner\nadmin,dean\n")
+    roster.write_text("username,role\nadmin,trainer\nlearner1,learner\nno-such-user,learner\nlearner2,dean\n")
     out = academy(hub, "roster", COURSE, str(roster))
     assert out.returncode == 1  # some rows were rejected, and the report says which and why
     assert "enrolled 1, already enrolled 1, rejected 2" in out.stdout
     assert "line 4: no account named 'no-such-user'" in out.stdout
     assert "line 5: role 'dean' is not one of: learner, trainer" in out.stdout
-    out = academy(hub, "publish", COURSE, ASSIGNMENT)
+    out = academy(hub, "members", COURSE)
+    assert out.stdout.splitlines() == ["trainers: admin, trainer1", "learners: learner1, learner2"]
+    out = academy(hub, "publish", COURSE, ASSIGNMENT)  # publishing again keeps the deadline
     assert out.returncode == 0, out.stderr
     assert re.search(r"published llm-101/tokenization \(12 points\), due \d{4}-\d\d-\d\d", out.stdout)
     return COURSE
@@ -179,7 +141,7 @@ def test_course_boundaries_and_unenrolment(hub, login, course):
         return set(r.json()["users"]) if r.status_code == 200 else set()
 
     assert wait_for(lambda: members(f"{COURSE}-learners") == {"learner1"}, 20), members(f"{COURSE}-learners")
-    assert members(f"{COURSE}-trainers") == {"trainer1"}
+    assert members(f"{COURSE}-trainers") == {"trainer1", "admin"}
     out = academy(hub, "enrol", COURSE, "learner2")
     assert out.returncode == 0
     assert wait_for(lambda: members(f"{COURSE}-learners") == {"learner1", "learner2"}, 20)

@@ -14,6 +14,8 @@ from assessments import export, gradebook as gb, roster
 from assessments.store import Store, StoreError, SubmissionRejected
 
 NOW = 1_800_000_000.0
+ESSAY = {"grade_id": "essay", "kind": "manual", "points": 2.0, "score": None, "status": "ok", "hidden": False,
+         "error": ""}
 DAY = 86400
 
 
@@ -113,7 +115,7 @@ def test_gradebook_csv_never_hands_a_spreadsheet_a_formula(store):
     sub = store.submit("llm-101", "attention", "learner1", {"attention.ipynb": b"{}"}, now=NOW)
     result = {"submission": sub["id"], "score": 3.0, "max_score": 10.0, "notes": [],
               "notebooks": [{"notebook": "attention.ipynb", "score": 3.0, "max_score": 10.0, "needs_manual": True,
-                             "notes": ['=HYPERLINK("http://evil.example","x")'], "cells": []}]}
+                             "notes": ['=HYPERLINK("http://evil.example","x")'], "cells": [ESSAY]}]}
     with store.engine.begin() as conn:
         gb.record_result(conn, sub, "batch1", result, 0.1, 300)
     rows = list(csv.DictReader(io.StringIO(export.gradebook_csv(store, "llm-101"))))
@@ -124,3 +126,23 @@ def test_gradebook_csv_never_hands_a_spreadsheet_a_formula(store):
     stats = export.statistics_by_assignment(store, "llm-101")
     assert stats[0]["graded"] == 1 and stats[0]["mean"] == 3.0 and stats[0]["enrolled"] == 2
     assert json.loads(json.dumps(stats))  # plain data, ready for the API
+
+
+def test_trainers_grade_written_answers_within_their_points(store):
+    sub = store.submit("llm-101", "attention", "learner1", {"attention.ipynb": b"{}"}, now=NOW)
+    result = {"submission": sub["id"], "score": 7.0, "max_score": 10.0, "notes": [],
+              "notebooks": [{"notebook": "attention.ipynb", "score": 7.0, "max_score": 10.0, "needs_manual": True,
+                             "notes": [], "cells": [ESSAY]}]}
+    with store.engine.begin() as conn:
+        gb.record_result(conn, sub, "batch1", result, 0.1, 300)
+        for bad, message in (("3", "must be from 0 to 2, not 3"), ("two", "must be a number from 0 to 2, not 'two'"),
+                             ("nan", "must be from 0 to 2, not nan")):
+            with pytest.raises(gb.GradeError, match=message):
+                gb.record_manual_grade(conn, sub["id"], "essay", bad, "", "trainer1")
+        with pytest.raises(gb.GradeError, match="'test-x' is not a hand-graded cell of this submission; it has: essay"):
+            gb.record_manual_grade(conn, sub["id"], "test-x", "1", "", "trainer1")
+        (row,) = gb.gradebook_rows(conn, "llm-101")
+        assert (row["final_score"], row["manual_pending"]) == (7.0, ["essay"])
+        gb.record_manual_grade(conn, sub["id"], "essay", "1.5", "clear, but no numbers", "trainer1")
+        (row,) = gb.gradebook_rows(conn, "llm-101")
+    assert (row["score"], row["manual_score"], row["final_score"], row["needs_manual"]) == (7.0, 1.5, 8.5, False)
