@@ -1,11 +1,14 @@
 """A learner, in a real browser: log in, choose a GPU profile on the spawn form, land in JupyterLab."""
 
 import re
+import subprocess
+import time
 
 import pytest
 
 from ..conftest import ARTIFACTS
-from ..support import live_jobs
+from ..support import live_jobs, squeue
+from ..unit.test_session_timer import shown_seconds_left
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +35,14 @@ def test_learner_starts_a_gpu_session_from_the_spawn_form(hub, page, demo_creden
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url(re.compile(r".*/user/learner1/lab.*"), timeout=120_000)
     page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
-    page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
     (job,) = live_jobs("learner1")
     assert job["time_limit"] == "15:00" and "gpu:h200:1" in job["gres"]
+    # The status bar shows the time left of this Slurm job's walltime.
+    timer = page.locator("#academy-session-timer")
+    page.wait_for_function("document.getElementById('academy-session-timer').textContent.startsWith('Session: ')")
+    assert 13 * 60 <= shown_seconds_left(timer.text_content()) <= 15 * 60, timer.text_content()
+    assert f"Slurm job {job['id']}" in timer.get_attribute("title")
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
     login("learner1")  # registers the session for clean-up by the fixture
 
 
@@ -49,3 +57,31 @@ def test_a_refused_walltime_is_explained_on_the_page(hub, page, demo_credentials
     assert "Walltime 9999 min is outside 1 to 240 minutes allowed for profile 'cpu-small'" in page.content()
     page.screenshot(path=str(ARTIFACTS / "spawn-refused.png"))
     assert live_jobs("learner2") == []
+
+
+def test_the_pending_page_says_why_the_session_waits_and_follows_it_to_jupyterlab(hub, page, demo_credentials, login):
+    # Someone else holds all four GPUs.
+    blocker = subprocess.run(["sudo", "-u", "trainer1", "sbatch", "--parsable", "--partition=gpu", "--gres=gpu:h200:4",
+                              "--time=5", "--mem=1G", "--output=/dev/null", "--wrap=sleep 300"],
+                             capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    try:
+        deadline = time.monotonic() + 20
+        while squeue("--jobs", blocker)[0]["state"] != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log_in(page, hub, "learner2", demo_credentials["learner2"])
+        page.wait_for_url(re.compile(r".*/hub/spawn.*"))
+        page.check("#profile-gpu-h200-1")
+        page.fill("#walltime", "10")
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url(re.compile(r".*/hub/spawn-pending/learner2.*"))
+        # The page's progress message tells the learner why, and where they stand.
+        page.wait_for_function("(document.getElementById('progress-message') || {}).textContent"
+                               "?.includes('is waiting in the Slurm queue: all the resources')", timeout=60_000)
+        text = page.locator("#progress-message").inner_text()
+        assert "all the resources this profile needs are in use" in text and "Position 1 of 1 in partition gpu" in text
+        page.screenshot(path=str(ARTIFACTS / "spawn-pending.png"), full_page=True)
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+    # The GPUs free up: the same page follows the start through to JupyterLab.
+    page.wait_for_url(re.compile(r".*/user/learner2/lab.*"), timeout=120_000)
+    login("learner2")  # registers the session for clean-up by the fixture
