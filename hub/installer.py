@@ -73,7 +73,9 @@ def _notebook_env_fingerprint() -> str:
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
     h.update((ROOT / "spawners" / "launcher.py").read_bytes())
-    h.update((ROOT / "docker" / "notebook" / "jupyter_server_config.d" / "academy-lean.json").read_bytes())
+    for path in sorted([*(ROOT / "docker" / "notebook" / "jupyter_server_config.d").glob("*.json"),
+                        ROOT / "docker" / "notebook" / "labconfig" / "page_config.json"]):
+        h.update(path.read_bytes())
     # Grading jobs run the grader from this env; sessions use the exchange client and its config.
     for path in [*sorted((ROOT / "assessments" / "grader").glob("*.py")), ROOT / "assessments" / "exchange_client.py",
                  ROOT / "docker" / "notebook" / "nbgrader_config.py"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from traitlets import Int, List, Unicode
 
 CELL_OUTPUT_CAP = 64 * 1024       # bytes of output kept per cell
 TOTAL_OUTPUT_CAP = 1024 * 1024    # and per notebook
-MAX_MESSAGE_BYTES = 4 << 20       # a bigger message from the kernel is refused unread (see SandboxKernelManager.client)
+MAX_MESSAGE_BYTES = 8 << 20       # a bigger message from the kernel is refused unread (see SandboxKernelManager.client)
+RECEIVE_QUEUE = 16                # messages from the kernel waiting to be read, per socket
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -47,9 +49,11 @@ class SandboxKernelManager(AsyncKernelManager):
         kc = super().client(**kw)
         # ipykernel sends all a cell printed between two flushes as one message: hundreds of MB from
         # a print loop. Every socket of ours refuses a message over MAX_MESSAGE_BYTES before reading
-        # it (libzmq drops that connection; DropWatch connects iopub again), so none reaches the
-        # grader's memory.
+        # it (libzmq drops that connection; DropWatch connects iopub again), and holds at most
+        # RECEIVE_QUEUE unread (the kernel's side drops the rest), so what a kernel sends costs the
+        # grader at most their product in memory, however fast it sends.
         kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
         return kc
 
 
@@ -67,6 +71,7 @@ class Execution:
     kernel_died_at: int | None = None
     timed_out_at: list[int] = field(default_factory=list)
     deadline_hit_at: int | None = None
+    tampered_at: int | None = None   # a must-fail probe before this cell was answered "ok"
     output_truncated: bool = False
     seconds: float = 0.0
 
@@ -144,9 +149,45 @@ def _size(content: dict) -> int:
     return total
 
 
+def probe_code(rng: random.Random) -> str:
+    """A cell that must fail, in one of several shapes, so a kernel cannot tell it from a test."""
+    a, b = rng.randint(2, 10**6), rng.randint(2, 10**6)
+    name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+    return rng.choice([
+        f"assert {a} == {a + b}",
+        f"assert {name!r} in {[name + 'x']!r}",
+        f"[{a}, {b}][{a}]",
+        f"{{}}[{name!r}]",
+        f"int({name!r})",
+        f"raise ValueError({name!r})",
+    ])
+
+
+async def _probe(client: "CappedClient", rng: random.Random, timeout: float) -> str | None:
+    """Run a must-fail cell; its reply's status, or None if the kernel gave none in time."""
+    # stop_on_error=False: else the kernel aborts the next request (the real test) as "aborted".
+    msg_id = client.kc.execute(probe_code(rng), store_history=False, allow_stdin=False, stop_on_error=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = await client.kc.shell_channel.get_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # queue.Empty: no reply yet
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"].get("status")
+    return None
+
+
 async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: int, env: dict[str, str], workdir: Path,
-                       cell_timeout: int, total_timeout: float, startup_timeout: int = 60) -> Execution:
-    """Execute every code cell in order, in a kernel started through ``wrapper``."""
+                       cell_timeout: int, total_timeout: float, startup_timeout: int = 60,
+                       probe_before: set[int] = frozenset()) -> Execution:
+    """Execute every code cell in order, in a kernel started through ``wrapper``.
+
+    Before each cell in ``probe_before`` (the tests), a cell that must fail is run: a kernel whose
+    learner code made failures report success (a patched ``do_execute``, an input transformer that
+    empties cells) answers it "ok", and the run is marked tampered: no test of it counts.
+    """
+    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     km = SandboxKernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / ".kernel"), wrapper=wrapper,
                               sandbox_uid=uid)
     km.connection_file = str(workdir / ".kernel-connection.json")
@@ -178,6 +219,10 @@ async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: in
                     run.cells[rest] = CellRun("not run")
                 break
             try:
+                if index in probe_before and run.tampered_at is None:
+                    status = await _probe(client, rng, min(30.0, cell_timeout))
+                    if status == "ok":
+                        run.tampered_at = index
                 await client.async_execute_cell(cell, index, execution_count=n + 1)
             except DeadKernelError:
                 run.kernel_died_at = index

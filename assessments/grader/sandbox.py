@@ -55,6 +55,8 @@ def kernel_env(workdir: Path, learner: str, cpus: int) -> dict[str, str]:
         "HOME": str(workdir), "USER": learner, "LOGNAME": learner, "LANG": "C.UTF-8",
         "TMPDIR": str(workdir / "tmp"), "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(workdir / ".config" / "matplotlib"),
         "IPYTHONDIR": str(workdir / ".ipython"), "PYTHONNOUSERSITE": "1",
+        # `python -m ipykernel_launcher` must find the real one, not a submitted file of that name.
+        "PYTHONSAFEPATH": "1",
         "OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus),
     }
     if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs Slurm gave this grading job

@@ -21,7 +21,7 @@ def score(notebook_name: str, merged: MergeResult, run: Execution) -> dict:
         index = index_of.get(g.grade_id)
         status = run.cells[index].status if index in run.cells else "not run"
         if g.kind == "test":
-            earned = g.points if status == "ok" else 0.0
+            earned = g.points if status == "ok" and run.tampered_at is None else 0.0
             total += earned
         else:
             earned = None  # a trainer grades it in the gradebook
@@ -29,6 +29,10 @@ def score(notebook_name: str, merged: MergeResult, run: Execution) -> dict:
         cells.append({"grade_id": g.grade_id, "kind": g.kind, "points": g.points, "score": earned,
                       "status": status, "hidden": g.hidden,
                       "error": run.cells[index].error if index in run.cells else ""})
+    if run.tampered_at is not None:
+        notes.append(f"the kernel reported success for a check that must fail, before cell "
+                     f"{_name(run, run.tampered_at)}: the learner's code changed how failures are reported, "
+                     "so no test of this notebook counts")
     if run.kernel_died_at is not None:
         notes.append(f"the kernel died in cell {_name(run, run.kernel_died_at)}: the tests after it scored 0")
     for index in run.timed_out_at:

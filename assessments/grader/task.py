@@ -11,6 +11,7 @@ with O_EXCL), so none idles while another still has a queue.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ import nbformat
 
 from . import sandbox
 from .execute import run_notebook_sync
-from .notebook_merge import merge
+from .notebook_merge import grade_id, merge
 from .scoring import score
 
 MAX_NOTEBOOK_BYTES = 20 << 20
@@ -37,18 +38,31 @@ def read_submitted(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def workdir_files(submission: Path, release: Path) -> dict[str, bytes]:
+def shadows_a_module(name: str) -> bool:
+    """A learner's numpy.py (or ipykernel_launcher.py) would replace the real module in the kernel."""
+    stem = name.split("/", 1)[0].removesuffix(".py")
+    if not (name.endswith(".py") or "/" in name) or not stem.isidentifier():
+        return False
+    return stem in sys.stdlib_module_names or importlib.util.find_spec(stem) is not None
+
+
+def workdir_files(submission: Path, release: Path, notes: list[str] | None = None) -> dict[str, bytes]:
     """The learner's own files (not notebooks), then the release's files over them."""
     files, used = {}, 0
     for base, trusted in ((submission, False), (release, True)):
         for path in sorted(base.rglob("*")):
             if not path.is_file() or path.is_symlink() or path.suffix == ".ipynb" or ".ipynb_checkpoints" in path.parts:
                 continue
+            rel = str(path.relative_to(base))
+            if not trusted and shadows_a_module(rel):
+                if notes is not None:
+                    notes.append(f"the submitted file {rel} has the name of an installed module and was left out")
+                continue
             data = path.read_bytes()
             used += len(data)
             if not trusted and used > MAX_EXTRA_FILES_BYTES:
                 continue
-            files[str(path.relative_to(base))] = data
+            files[rel] = data
     return files
 
 
@@ -59,7 +73,8 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
     uid = sandbox.sandbox_uid(job_id, slot)
     result = {"submission": sub["id"], "student": sub["student"], "notebooks": [], "notes": [],
               "score": 0.0, "max_score": 0.0}
-    workdir = sandbox.make_workdir(Path(manifest["work_root"]), uid, workdir_files(submission_dir, release_dir))
+    files = workdir_files(submission_dir, release_dir, result["notes"])
+    workdir = sandbox.make_workdir(Path(manifest["work_root"]), uid, files)
     try:
         for name in manifest["notebooks"]:
             source = nbformat.read(source_dir / name, as_version=4)
@@ -74,10 +89,13 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
                 result["notes"].append(f"{name} could not be read ({type(e).__name__}: {str(e)[:200]}): "
                                        "the released notebook was graded")
             merged = merge(source, release, submitted)
+            tests = {g.grade_id for g in merged.graded if g.kind == "test"}
+            probe_before = {i for i, c in enumerate(merged.notebook.cells) if grade_id(c) in tests}
             run = run_notebook_sync(
                 merged.notebook, wrapper=sandbox.wrapper_argv(uid, limits), uid=uid,
                 env=sandbox.kernel_env(workdir, sub["student"], int(manifest.get("cpus", 1))), workdir=workdir,
-                cell_timeout=int(manifest["cell_timeout"]), total_timeout=float(manifest["total_timeout"]))
+                cell_timeout=int(manifest["cell_timeout"]), total_timeout=float(manifest["total_timeout"]),
+                probe_before=probe_before)
             leftover = sandbox.kill_everything_of(uid)
             scored = score(name, merged, run)
             if leftover:

@@ -43,6 +43,9 @@ def test_learner_starts_a_gpu_session_from_the_spawn_form(hub, page, demo_creden
     assert 13 * 60 <= shown_seconds_left(timer.text_content()) <= 15 * 60, timer.text_content()
     assert f"Slurm job {job['id']}" in timer.get_attribute("title")
     page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
+    # A learner's JupyterLab has no trainer tools (nbgrader's Create Assignment, Formgrader).
+    assert page.get_by_text("Create Assignment").count() == 0
+    assert page.get_by_text("Formgrader").count() == 0
     login("learner1")  # registers the session for clean-up by the fixture
 
 

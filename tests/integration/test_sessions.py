@@ -90,6 +90,12 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
                               headers={"Authorization": f"token {learner.token}"}).json()
     assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager", "academy-session-timer"} <= {
         e["name"] for e in extensions}
+    # Learners get nbgrader's Assignments tab, not the trainers' formgrader.
+    r = requests.get(f"{hub.url}/user/learner1/formgrader", headers={"Authorization": f"token {learner.token}"})
+    assert r.status_code == 404
+    r = requests.get(f"{hub.url}/user/learner1/assignments", params={"course_id": "llm-101"},
+                     headers={"Authorization": f"token {learner.token}"})
+    assert r.status_code == 200 and r.json()["success"]
     # The session knows when its walltime ends (the status bar counts down to it).
     session = requests.get(f"{hub.url}/user/learner1/academy/session",
                            headers={"Authorization": f"token {learner.token}"}).json()
