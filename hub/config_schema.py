@@ -121,6 +121,15 @@ SCHEMA = {
                 },
             },
         },
+        "progress": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "database": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in hub.state_dir"},
+                "port": _port,
+                "auth_cache_s": {"type": "number", "minimum": 0, "maximum": 3600},
+            },
+        },
         "demo": {
             "type": "object",
             "additionalProperties": False,

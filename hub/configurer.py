@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 
 EXCHANGE = "academy-exchange"
+PROGRESS, HUB_EVENTS = "academy-progress", "academy-hub-events"
+PROGRESS_INGEST = "custom:academy-progress:ingest"
 
 
 def db_url(cfg: dict) -> str:
@@ -111,10 +114,11 @@ def update_services(c, cfg: dict) -> None:
                   "scopes": ["list:users", "read:users:name", "admin:users", "list:groups", "read:groups",
                              "admin:groups"]})
     access = f"access:services!service={EXCHANGE}"
-    roles.append({"name": "user", "scopes": ["self", access]})
+    roles.append({"name": "user", "scopes": ["self", access, f"access:services!service={PROGRESS}"]})
     c.Spawner.server_token_scopes = ["users:activity!user", access]
     # Sessions reach the exchange directly (compute nodes route to the hub's address, as for the API).
     c.Spawner.environment = {"ACADEMY_EXCHANGE_URL": f"{exchange_url}/services/{EXCHANGE}/"}
+    update_progress(c, cfg, services, roles)
     if sessions["idle_timeout"]:
         services.append({"name": "idle-culler",
                          "command": [sys.executable, "-m", "jupyterhub_idle_culler",
@@ -123,6 +127,42 @@ def update_services(c, cfg: dict) -> None:
                       "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]})
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+
+
+def update_progress(c, cfg: dict, services: list, roles: list) -> None:
+    """The progress service, and who may send it events: the exchange, and the hub itself (sessions)."""
+    url = f"http://{cfg['hub']['hub_ip']}:{cfg['progress']['port']}"
+    services.append({"name": PROGRESS, "url": url, "oauth_no_confirm": True,
+                     "command": [sys.executable, "-m", "assessments.progress.service"],
+                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
+                                     "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    # The hub process's own identity for session events: a service with a token and no process.
+    token = _service_token(os.path.join(cfg["hub"]["state_dir"], "progress-hub-events.token"))
+    services.append({"name": HUB_EVENTS, "api_token": token})
+    c.JupyterHub.custom_scopes = {PROGRESS_INGEST: {"description": "send learner-progress events"}}
+    roles.append({"name": "academy-progress-emitters", "services": [EXCHANGE, HUB_EVENTS],
+                  "scopes": [f"access:services!service={PROGRESS}", PROGRESS_INGEST]})
+    from hub.session_events import SessionEvents  # the hub's process only (imports the outbox)
+
+    c.AcademySlurmSpawner.session_event_hook = SessionEvents(
+        os.path.join(cfg["hub"]["state_dir"], "progress-outbox"), f"{url}/services/{PROGRESS}/api/events", token,
+        cfg["slurm"]["cluster_name"])
+
+
+def _service_token(path: str) -> str:
+    """A token made once and kept root-only beside the hub's database (the hub hashes what it stores)."""
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def apply_config(c, cfg: dict) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
 APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck"]
-TEST_APT_PACKAGES = ["chromium"]  # driven by Playwright in tests/e2e
+# chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
+# tested beside SQLite (tests/progress start a throwaway cluster of their own).
+TEST_APT_PACKAGES = ["chromium", "postgresql"]
 # Node.js may come from elsewhere than Debian (its npm then conflicts with Debian's): install
 # Debian's only where the commands are missing.
 APT_IF_COMMAND_MISSING = {"node": "nodejs", "npm": "npm"}

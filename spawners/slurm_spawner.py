@@ -23,7 +23,7 @@ from batchspawner.batchspawner import JobStatus
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Dict, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Any, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import port_report  # noqa: F401  (swaps batchspawner's API handler on import)
 from .batch_script import BatchScriptValues, render_batch_script
@@ -89,6 +89,11 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     cancel_attempts = Integer(4, help="scancel attempts (with backoff) before leaving a job to the reaper.").tag(config=True)
 
+    session_event_hook = Any(
+        None, allow_none=True,
+        help="Called as hook(spawner, kind, fields) when a session starts ('session_started') and stops "
+             "('session_stopped'); the hub wires it to the progress service's outbox. Must not block.",
+    ).tag(config=True)
     req_walltime_s = Integer(0)
 
     @validate("profiles")
@@ -285,14 +290,38 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     session_started = False  # True once the server ran: a later PENDING state means requeued
 
+    session_started_at = 0.0  # epoch seconds the server came up (for the session's duration)
+    session_profile_key = ""
+    session_gpus = 0
+
     def load_state(self, state):
         super().load_state(state)
         # A session the hub finds in its database after a restart had started.
         self.session_started = bool(self.job_id)
+        self.session_started_at = float(state.get("session_started_at", 0.0))
+        self.session_profile_key = state.get("session_profile_key", "")
+        self.session_gpus = int(state.get("session_gpus", 0))
+
+    def get_state(self):
+        state = super().get_state()
+        if self.session_started_at:
+            state.update(session_started_at=self.session_started_at, session_profile_key=self.session_profile_key,
+                         session_gpus=self.session_gpus)
+        return state
 
     def clear_state(self):
         super().clear_state()
         self.session_started = False
+        self.session_started_at = 0.0
+
+    def _session_event(self, kind: str, **fields) -> None:
+        if self.session_event_hook is None:
+            return
+        try:
+            self.session_event_hook(self, kind, {"session": self.job_id, "profile": self.session_profile_key,
+                                                 "gpus": self.session_gpus, **fields})
+        except Exception:  # progress records must never stop a session starting or stopping
+            self.log.exception("recording %s for job %s failed", kind, self.job_id)
 
     def accept_port_report(self, port: int) -> bool:
         """Called by the port-report handler; True if this spawner was waiting for it."""
@@ -326,6 +355,9 @@ class AcademySlurmSpawner(SlurmSpawner):
             self._port_event = None
         self.log.info("Session job %s of %s is at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         self.session_started = True
+        self.session_started_at = time.time()
+        self.session_profile_key, self.session_gpus = self.session_profile.key, self.session_profile.gpus
+        self._session_event("session_started")
         return self.ip, self.port
 
     async def _wait_running(self) -> None:
@@ -396,6 +428,9 @@ class AcademySlurmSpawner(SlurmSpawner):
     async def stop(self, now=False):
         if not self.job_id:
             return
+        if self.session_started_at:
+            self._session_event("session_stopped", duration_s=round(max(0.0, time.time() - self.session_started_at), 1))
+            self.session_started_at = 0.0
         self.log.info("Stopping job %s of %s", self.job_id, self.user.name)
         cancelled = await self._cancel_with_retries()
         if cancelled and not now:

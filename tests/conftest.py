@@ -52,7 +52,8 @@ def start_hub(root: Path, overrides: dict) -> Hub:
                 "start_timeout": 120}
     config = {**overrides, "hub": {**hub_keys, **overrides.get("hub", {})},
               "assessments": {"root": str(root / "courses"), "work_root": f"/var/tmp/academy-tests/{root.name}",
-                              "exchange_port": free_port(), **overrides.get("assessments", {})}}
+                              "exchange_port": free_port(), **overrides.get("assessments", {})},
+              "progress": {"port": free_port(), **overrides.get("progress", {})}}
     config_file = root / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     cfg = academy_config.load(config_file)

@@ -126,6 +126,15 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
 
     learner.stop_server()
     assert wait_no_live_jobs("learner1") == []  # no orphaned job
+    # The session reached the learner's progress record: one GPU for its whole duration.
+    progress = f"{hub.url}/services/academy-progress/api/me"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        me = requests.get(progress, headers={"Authorization": f"token {learner.token}"}, timeout=30).json()
+        if me.get("gpu_hours", 0) > 0:
+            break
+        time.sleep(0.5)
+    assert 0 < me["gpu_hours"] < 0.1, me
 
 
 def test_two_gpu_profile_gets_two_devices(hub, login):
