@@ -179,6 +179,9 @@ def collect(store: Store, batch: Batch) -> list[dict]:
             elif not result.get("error"):
                 _check_shape(result)
             gb.record_result(conn, dict(sub), batch.id, result, store.late_penalty_per_day, store.late_grace_s)
+            if not result.get("error"):
+                counted = gb.counted_score(conn, ref["id"])
+                store.events.graded(dict(sub), counted, result["max_score"], key=batch.id)
             recorded.append({"submission": ref["id"], "student": ref["student"], **{
                 k: result.get(k) for k in ("score", "max_score", "error")}})
     return recorded

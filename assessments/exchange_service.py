@@ -36,7 +36,7 @@ from spawners.slurm_client import SlurmClient, SlurmError
 import nbformat
 import sqlalchemy as sa
 
-from . import autograde, export, feedback, gradebook as gb, hub_groups
+from . import autograde, export, feedback, gradebook as gb, hub_groups, progress_events
 from .store import Store, StoreError, SubmissionRejected
 
 log = logging.getLogger("academy.exchange")
@@ -122,6 +122,8 @@ class FilesHandler(Base):
         if not any(p["assignment"] == assignment for p in self.store.publications(course)):
             raise web.HTTPError(404, f"{course}/{assignment} is not published yet")
         files = self.store.release_files(course, assignment)
+        if self.role_in(course) == "learner":
+            self.store.events.fetched(self.user_name(), course, assignment)
         self.write({"files": {name: base64.b64encode(data).decode() for name, data in files.items()}})
 
 
@@ -293,6 +295,12 @@ class SubmissionPage(PageBase):
                                                self.get_body_argument("comment", ""), self.user_name())
         except gb.GradeError as e:
             return self.show(course, submission_id, message=str(e), error=True)
+        with self.store.engine.connect() as conn:  # the score that counts now, for the progress records
+            sub = conn.execute(sa.select(gb.submissions).where(gb.submissions.c.id == submission_id)).mappings().one()
+            res = conn.execute(sa.select(gb.results).where(gb.results.c.submission_id == submission_id)).mappings().one()
+            counted = gb.counted_score(conn, submission_id)
+        self.store.events.graded(dict(sub), counted, res["max_score"], key=f"{grade_id}:{time.time()}",
+                                 grader=self.user_name())
         self.show(course, submission_id, message=f"saved {grade_id}: {score:g} points")
 
 
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     server = HTTPServer(make_app(cfg), max_body_size=MAX_BODY)
     server.listen(url.port, url.hostname)
     log.info("exchange listening on %s:%d", url.hostname, url.port)
+    progress_events.start_sending(cfg)
     app_store: Store = server.request_callback.settings["store"]
     IOLoop.current().add_callback(hub_groups.keep_in_sync, app_store.engine)
     IOLoop.current().start()

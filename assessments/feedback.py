@@ -49,10 +49,12 @@ def release(store: Store, course: str, assignment: str, title: str) -> int:
         os.unlink(f.name)
     if proc.returncode != 0:
         raise StoreError(f"rendering feedback failed: {proc.stderr.strip()[-1200:]}")
+    released_at = time.time()
     with store.engine.begin() as conn:
         conn.execute(sa.update(gb.publications).where(
             gb.publications.c.course == course, gb.publications.c.assignment == assignment
-        ).values(feedback_released_at=time.time()))
+        ).values(feedback_released_at=released_at))
+    store.events.feedback_released(course, assignment, sorted(students), released_at)
     return len(students)
 
 

@@ -191,3 +191,11 @@ def record_manual_grade(conn, submission_id: str, grade_id: str, score_text: str
     conn.execute(sa.insert(manual_grades).values(submission_id=submission_id, grade_id=grade_id, score=score,
                                                  comment=comment[:5000], grader=grader, graded_at=time.time()))
     return score
+
+
+def counted_score(conn, submission_id: str) -> float:
+    """What a submission scores now: autograded plus hand-graded points, less the late penalty."""
+    res = conn.execute(sa.select(results).where(results.c.submission_id == submission_id)).mappings().first()
+    if res is None or res["score"] is None:
+        return 0.0
+    return max(0.0, res["score"] + sum(manual_scores(conn, submission_id).values()) - res["penalty"])

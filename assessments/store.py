@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from courses.catalogue import Assignment
 
 from . import gradebook as gb
+from .progress_events import ProgressEvents, outbox_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -54,6 +55,7 @@ class Store:
     notebook_python: str
     late_penalty_per_day: float = 0.1
     late_grace_s: float = 300
+    events: ProgressEvents = field(default_factory=lambda: ProgressEvents(None))
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Store":
@@ -63,7 +65,7 @@ class Store:
         os.chmod(root, 0o700)
         url = a["database"] or f"sqlite:///{root / 'gradebook.sqlite'}"
         return cls(root, gb.engine_for(url), str(Path(cfg["notebook_env"]) / "bin" / "python"),
-                   a["late_penalty_per_day"], a["late_grace_s"])
+                   a["late_penalty_per_day"], a["late_grace_s"], ProgressEvents(outbox_for(cfg)))
 
     def course_dir(self, course: str, *parts: str) -> Path:
         return self.root.joinpath(course, *parts)
@@ -146,6 +148,7 @@ class Store:
                     gb.publications.c.course == a.course_id, gb.publications.c.assignment == a.id).values(**row))
             else:
                 conn.execute(sa.insert(gb.publications).values(course=a.course_id, assignment=a.id, **row))
+        self.events.released(a.course_id, a.id, row["released_at"], row["due_at"], a.points)
         return {"course": a.course_id, "assignment": a.id, **row}
 
     def publications(self, course: str) -> list[dict]:
@@ -196,6 +199,7 @@ class Store:
                "late_s": max(0.0, now - pub["due_at"]), "sha256": digest.hexdigest(), "path": str(folder)}
         with self.engine.begin() as conn:
             conn.execute(sa.insert(gb.submissions).values(**row))
+        self.events.submitted(row)
         return row
 
     def submissions_of(self, course: str, assignment: str, user: str) -> list[dict]:

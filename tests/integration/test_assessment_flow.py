@@ -115,6 +115,17 @@ def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests
     rows = {row["student"]: row for row in csv.DictReader(io.StringIO(r.text))}
     assert (rows["learner1"]["final_score"], rows["learner1"]["max_score"], rows["learner1"]["status"]) == ("10", "12", "graded")
     assert rows["learner2"]["final_score"] == "0" and rows["learner1"]["needs_manual_grading"] == "yes"
+    # The learner's progress record followed, through the outbox: fetched, submitted, graded, feedback.
+    def progress_item():
+        me = requests.get(f"{hub.url}/services/academy-progress/api/me",
+                          headers={"Authorization": f"token {learner1.token}"}, timeout=30).json()
+        items = [a for c in me.get("courses", []) if c["course"] == COURSE for a in c["assignments"]]
+        return items[0] if items else {}
+
+    assert wait_for(lambda: progress_item().get("feedback_at") is not None, 30), progress_item()
+    item = progress_item()
+    assert (item["assignment"], item["score"], item["max_score"]) == (ASSIGNMENT, 10.0, 12.0)
+    assert item["fetched_at"] and item["submitted_at"] and item["graded_at"] and not item["late"]
     stats = exchange(hub, trainer, "GET", f"courses/{COURSE}/statistics").json()["assignments"]
     assert stats == [{"assignment": ASSIGNMENT, "enrolled": 2, "submitted": 2, "graded": 2, "max_score": 12.0,
                       "mean": 5.0, "median": 5.0, "min": 0.0, "max": 10.0, "stdev": 7.07}]
