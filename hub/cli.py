@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from spawners import reaper
@@ -29,6 +30,8 @@ def _print_welcome(cfg: dict, creds: dict[str, str]) -> None:
             groups = ", ".join(cfg["demo"]["users"].get(name, []))
             print(f"    {name:<10} {password:<14} {groups}")
         print(f"  (kept in {cfg['demo']['credentials_file']}, readable by root only)")
+    print(f"  Trainers' gradebook: {url.rstrip('/')}/services/academy-exchange/courses/<course>")
+    print(f"  Learner progress:    {url.rstrip('/')}/services/academy-progress/")
     print("  Stop everything with: ./academy down")
     print()
 
@@ -47,10 +50,32 @@ def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     return creds
 
 
+def demo_courses(cfg: dict) -> None:
+    """Demo only: every catalogue course published once, the demo cohort enrolled in each."""
+    from assessments.store import Store
+    from courses.catalogue import load_catalogue
+
+    store = Store.from_config(cfg)
+    cohort = cfg["assessments"]["demo_enrolment"]
+    todo = []
+    for course in load_catalogue(profiles={p["key"] for p in cfg["profiles"]}).values():
+        for role in ("learner", "trainer"):
+            for user in cohort.get(f"{role}s", []):
+                store.enrol(course.id, user, role)
+        published = {p["assignment"] for p in store.publications(course.id)}
+        todo += [a for a in course.assignments if a.id not in published]
+    if todo:  # once, on the first `up`: nbgrader builds each release (a few seconds each), in parallel
+        installer.say(f"publishing {len(todo)} demo assignment(s) of the catalogue")
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(store.publish, todo))
+
+
 def cmd_up(args, cfg: dict) -> int:
     creds = prepare(cfg)
     already = hub_process.running_pid(cfg) is not None
-    pid = hub_process.start(cfg)
+    pid = hub_process.start(cfg)  # first: a taken port is said before minutes of publishing
+    if cfg["demo"]["enabled"]:
+        demo_courses(cfg)
     installer.say(f"JupyterHub {'already running' if already else 'started'} (pid {pid}), log in {hub_process.log_file(cfg)}")
     _print_welcome(cfg, creds)
     return 0

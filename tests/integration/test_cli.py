@@ -37,7 +37,9 @@ def write_config(tmp_path: Path, **hub) -> Path:
             "proxy_api_port": free_port(),
             "state_dir": str(tmp_path / "state"), "log_dir": str(tmp_path / "log")}
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"hub": {**base, **hub}, "slurm": {"manage": False}}))
+    path.write_text(yaml.safe_dump({"hub": {**base, **hub}, "slurm": {"manage": False},
+                                    "assessments": {"root": str(tmp_path / "courses"), "exchange_port": free_port()},
+                                    "progress": {"port": free_port()}}))
     return path
 
 
@@ -50,6 +52,15 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         assert f"open http://127.0.0.1:{port}/" in first.stdout
         # The demo logins printed are the ones that work.
         assert re.search(rf"learner1\s+{re.escape(demo_credentials['learner1'])}\s+learners", first.stdout)
+        # The demo cohort is in every course, and the courses' assignments are out.
+        assert "publishing 11 demo assignment(s) of the catalogue" in first.stdout
+        members = academy("members", "llm-101", config=config)
+        assert members.stdout.splitlines() == ["trainers: trainer1", "learners: learner1, learner2"]
+        # The hub started its services: the exchange answers behind the proxy (asking for a login).
+        r = requests.get(f"http://127.0.0.1:{port}/services/academy-exchange/api/assignments",
+                         allow_redirects=False, timeout=10)
+        assert r.status_code in (302, 403), r.status_code
+        assert f"Learner progress:    http://127.0.0.1:{port}/services/academy-progress/" in first.stdout
         pid = re.search(r"JupyterHub started \(pid (\d+)\)", first.stdout).group(1)
         second = academy("up", config=config)
         assert second.returncode == 0, second.stderr
