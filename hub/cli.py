@@ -74,9 +74,9 @@ def cmd_up(args, cfg: dict) -> int:
     creds = prepare(cfg)
     already = hub_process.running_pid(cfg) is not None
     pid = hub_process.start(cfg)  # first: a taken port is said before minutes of publishing
+    installer.say(f"JupyterHub {'already running' if already else 'started'} (pid {pid}), log in {hub_process.log_file(cfg)}")
     if cfg["demo"]["enabled"]:
         demo_courses(cfg)
-    installer.say(f"JupyterHub {'already running' if already else 'started'} (pid {pid}), log in {hub_process.log_file(cfg)}")
     _print_welcome(cfg, creds)
     return 0
 
