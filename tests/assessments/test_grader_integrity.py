@@ -35,7 +35,7 @@ from . import grading
 NAME = "arith.ipynb"
 JOB_ID = os.getpid()          # the grading job's id: the sandbox uids are those of this job only
 CELL_TIMEOUT = 5
-MEMORY_LIMIT = 2 << 30
+MEMORY_LIMIT = 1 << 30  # small: a bomb meets it in well under the 5 s cell timeout, even on a busy machine
 MAX_SCORE = 6.0               # 2 + 3 autograded, 1 graded by a trainer
 
 HONEST = {"add": "def add(a, b):\n    return a + b", "mul": "def mul(a, b):\n    return a * b",
@@ -253,7 +253,7 @@ def honest_after_output_flood(nb, ctx):
 
 @submission
 def memory_bomb_one_allocation(nb, ctx):
-    return {NAME: honest(nb, mul="def mul(a, b):\n    hog = bytearray(4 * 2**30)  # twice the memory limit\n"
+    return {NAME: honest(nb, mul="def mul(a, b):\n    hog = bytearray(4 * 2**30)  # four times the memory limit\n"
                                  "    return a * b")}
 
 
