@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -135,12 +136,40 @@ def cmd_course(args, cfg: dict) -> int:
         for c in courses:
             print(f"{c.id:<10} {c.track:<16} {c.level:<13} {len(c.assignments)} assignments  {c.title}")
         return 0
+    if args.action == "publish":  # the same as `academy publish COURSE` for each course
+        installer.require_root("academy course publish")
+        for c in courses:
+            args.course, args.assignments, args.command = c.id, [], "publish"
+            if cli_assessments.run(args, cfg):
+                return 1
+        return 0
     python = os.path.join(cfg["notebook_env"], "bin", "python")
     if not os.path.exists(python):
         print(f"academy: the notebook environment {cfg['notebook_env']} is missing: run ./academy prepare", file=sys.stderr)
         return 1
+    if args.action == "build":
+        return _build_releases(courses, python, Path(args.out))
     reports = validate(courses, python)
     return 1 if any(r.problems for r in reports) else 0
+
+
+def _build_releases(courses, python: str, out: Path) -> int:
+    """Each assignment's learner version into OUT/<course>/<assignment>/, for a trainer to look at."""
+    from assessments.store import StoreError, build_release
+
+    for c in courses:
+        for a in c.assignments:
+            dest = out / c.id / a.id
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                build_release(python, a, dest)
+            except StoreError as e:
+                print(f"academy: {e}", file=sys.stderr)
+                return 1
+            print(f"built {c.id}/{a.id} -> {dest}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare", help="install what is missing and start Slurm, without starting the hub")
     prep.add_argument("--for-tests", action="store_true", help="also install what the tests need (chromium)")
     course = sub.add_parser("course", help="trainer tools for the course catalogue")
-    course.add_argument("action", choices=["list", "validate"], help="list the courses, or validate their assignments")
+    course.add_argument("action", choices=["list", "validate", "build", "publish"],
+                        help="list the courses, validate their assignments, build their releases (into --out), "
+                             "or publish them to the course's learners")
     course.add_argument("courses", nargs="*", help="course ids (default: all)")
+    course.add_argument("--out", default="releases", help="where `build` writes the releases (default: ./releases)")
     cli_assessments.add_parsers(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")

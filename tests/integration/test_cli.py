@@ -120,3 +120,20 @@ def test_bringing_slurm_up_again_leaves_the_running_daemons_alone(base_config, s
     slurm_cluster.ensure_running(base_config)
     assert {name: (slurm_cluster.RUN_DIR / f"{name}.pid").read_text() for name in pids} == pids
     assert slurm_cluster.node_state() in ("idle", "mixed", "allocated")
+
+
+def test_course_build_and_publish(tmp_path):
+    config = write_config(tmp_path)
+    built = academy("course", "build", "llm-101", "--out", str(tmp_path / "releases"), config=config)
+    assert built.returncode == 0, built.stderr
+    for assignment in ("tokenization", "attention", "tiny-gpt"):
+        notebook = tmp_path / "releases" / "llm-101" / assignment / f"{assignment}.ipynb"
+        text = notebook.read_text()
+        assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text and "YOUR CODE HERE" in text
+        assert f"built llm-101/{assignment} -> {notebook.parent}" in built.stdout
+    published = academy("course", "publish", "llm-101", config=config)
+    assert published.returncode == 0, published.stderr
+    assert re.findall(r"published llm-101/([a-z-]+) \(\d+ points\), due \d{4}-\d\d-\d\d", published.stdout) == [
+        "tokenization", "attention", "tiny-gpt"]
+    missing = academy("course", "publish", "no-such-course", config=config)
+    assert missing.returncode == 2 and "no course no-such-course; the catalogue has: hpc-101" in missing.stderr
