@@ -142,6 +142,8 @@ def update_progress(c, cfg: dict, services: list, roles: list) -> None:
     c.JupyterHub.custom_scopes = {PROGRESS_INGEST: {"description": "send learner-progress events"}}
     roles.append({"name": "academy-progress-emitters", "services": [EXCHANGE, HUB_EVENTS],
                   "scopes": [f"access:services!service={PROGRESS}", PROGRESS_INGEST]})
+    # The cohort page filters by hub group (a workshop, an intake): the service reads groups.
+    roles.append({"name": PROGRESS, "services": [PROGRESS], "scopes": ["list:groups", "read:groups"]})
     from hub.session_events import SessionEvents  # the hub's process only (imports the outbox)
 
     c.AcademySlurmSpawner.session_event_hook = SessionEvents(

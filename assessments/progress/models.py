@@ -130,4 +130,23 @@ track_completions = sa.Table(
     sa.Column("completed_at", TIME, nullable=False),        # first track_completed event
 )
 
+# Certificates are issued, not derived: a rebuild of the derived tables keeps them, and a row is
+# never changed once written. One per learner and track (issuing twice finds the first). The
+# id is random (128 bits) because the verification page is public: ids cannot be enumerated.
+certificates = sa.Table(
+    "certificates", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user", USER, nullable=False),
+    sa.Column("track", SLUG, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),            # as printed: the account's full name
+    sa.Column("track_title", sa.String(200), nullable=False),
+    sa.Column("completed_at", sa.Integer, nullable=False),        # whole epoch seconds (signed as such)
+    sa.Column("issued_at", sa.Integer, nullable=False),
+    sa.Column("pdf", sa.LargeBinary, nullable=False),             # the document as issued
+    sa.Column("pdf_sha256", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),           # which signing key
+    sa.Column("signature", sa.String(100), nullable=False),       # Ed25519 over the statement, base64
+    sa.UniqueConstraint("user", "track"),
+)
+
 DERIVED = (assignments, learner_assignments, learner_courses, sessions, gpu_usage, track_completions)

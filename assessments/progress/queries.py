@@ -170,3 +170,80 @@ def _assignment_stats(specs: list[dict]) -> list[dict]:
              "max_score": s["max_score"], "fetched": s["fetched"], "submitted": s["submitted"],
              "graded": s["graded"], "feedback": s["feedback"],
              "mean_score": round(s["score_sum"] / s["graded"], 4) if s["graded"] else None} for s in specs]
+
+
+# --- the cohort page's plots and the learner page's next step -----------------------------------
+
+HISTOGRAM_BINS = 10
+
+
+def _selection(conn: sa.Connection, course: str, learners: list[str]) -> tuple[str, list[str]]:
+    """How to restrict a course's rows to `learners` cheaply: ("in", them), or ("not_in", the others
+    with records, usually few: learners who left), whichever list is shorter."""
+    lc = learner_courses.c
+    known = set(conn.execute(sa.select(lc.user).where(lc.course == course)).scalars())
+    wanted = set(learners)
+    others = known - wanted
+    return ("not_in", sorted(others)) if len(others) < len(wanted & known) else ("in", sorted(wanted & known))
+
+
+def _restrict(column, how: str, users: list[str]):
+    if how == "in":
+        return column.in_(users)
+    return column.not_in(users) if users else sa.true()
+
+
+def cohort_plot_data(conn: sa.Connection, course: str, learners: list[str]) -> dict:
+    """What the cohort page plots, for these learners (the enrolled, or a group of them), aggregated in SQL.
+
+    funnel: (step, learners) from enrolled to passed; histogram: learners per 10% bin of their
+    score so far (points of graded assignments); assignments: (assignment, mean score % of the
+    graded, submitted % of the learners).
+    """
+    lc, la = learner_courses.c, learner_assignments.c
+    how, users = _selection(conn, course, learners)
+    where = (lc.course == course, _restrict(lc.user, how, users))
+    specs = course_assignments(conn, [course])[course]
+    released = sum(s["released_at"] is not None for s in specs)
+    row = conn.execute(sa.select(
+        sa.func.count(), sa.func.count(sa.case((lc.submitted > 0, 1))),
+        sa.func.count(sa.case((sa.and_(lc.submitted >= released, released > 0), 1))),
+        sa.func.count(lc.completed_at)).where(*where)).one()
+    enrolled = len(set(learners))
+    funnel = (("enrolled", enrolled), ("started", row[0]), ("submitted one or more", row[1]),
+              (f"submitted all {released} released", row[2]), ("passed the course", row[3]))
+    bin_ = sa.cast(sa.func.min(lc.score * HISTOGRAM_BINS / lc.max_score, HISTOGRAM_BINS - 1), sa.Integer)
+    counts = [0] * HISTOGRAM_BINS
+    for b, n in conn.execute(sa.select(bin_.label("bin"), sa.func.count()).where(
+            *where, lc.graded > 0, lc.max_score > 0).group_by("bin")):
+        counts[max(0, min(HISTOGRAM_BINS - 1, int(b)))] += n
+    # Per assignment: the counters kept at ingestion, less (or, for a small group: only) the rows of `users`.
+    per = {s["assignment"]: [s["submitted"], s["graded"], s["score_sum"]] for s in specs}
+    if how == "in" or users:
+        sign = 1 if how == "in" else -1
+        if how == "in":
+            per = {a: [0, 0, 0.0] for a in per}
+        for i in range(0, len(users), 500):
+            for r in conn.execute(sa.select(la.assignment, sa.func.count(la.submitted_at), sa.func.count(la.graded_at),
+                                            sa.func.coalesce(sa.func.sum(la.score), 0.0))
+                                  .where(la.course == course, la.user.in_(users[i:i + 500])).group_by(la.assignment)):
+                if r[0] in per:
+                    for k in range(3):
+                        per[r[0]][k] += sign * r[k + 1]
+    assignments = []
+    for s in specs:
+        submitted, graded, total = per[s["assignment"]]
+        # Whole percents: what a bar can show, and one regrade among thousands does not redraw the plot.
+        mean = round(100 * total / graded / s["max_score"]) if graded > 0 and s["max_score"] else None
+        assignments.append((s["assignment"], mean, round(100 * submitted / enrolled) if enrolled else 0))
+    return {"funnel": funnel, "histogram": tuple(counts), "assignments": tuple(assignments)}
+
+
+def next_step(record: dict, now: float) -> dict | None:
+    """The learner's next unsubmitted released assignment, earliest deadline first (overdue ones lead)."""
+    todo = [{"course": c["course"], **a} for c in record["courses"] if c["role"] in (None, "learner")
+            for a in c["assignments"] if a["released_at"] is not None and a["status"] in ("not_started", "fetched")]
+    if not todo:
+        return None
+    first = min(todo, key=lambda a: (a["due_at"] is None, a["due_at"] or 0, a["course"], a["assignment"]))
+    return {**first, "overdue": first["due_at"] is not None and first["due_at"] < now}

@@ -4,6 +4,11 @@
     GET  api/me                     the caller's own courses, assignments, scores, deadlines, GPU hours
     GET  api/users/<user>           an admin, the user themself, or a trainer (their courses only)
     GET  api/courses/<c>/cohort     a trainer of c or an admin: one row per enrolled learner
+    the pages (pages.py)            the learner's, a course's cohort (plots, CSV), certificates
+
+A grade that passes a learner's course, and a course that completes their programme track, are
+recorded with the batch that carried it (completion.py); the track's certificate is issued and
+signed right after (certificates.py).
 
 Who teaches or learns what is the gradebook's enrolment (assessments.store), read on every
 request like the exchange does, so a change there applies at once; admins are the hub's. A
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -33,7 +39,7 @@ from tornado.ioloop import IOLoop
 
 import sqlalchemy as sa
 
-from . import db, events as ev, queries
+from . import certificates, completion, db, events as ev, queries
 
 log = logging.getLogger("academy.progress")
 NAME = "academy-progress"
@@ -140,7 +146,14 @@ class EventsHandler(ApiHandler):
 
         def write():
             with db.write_transaction(self.settings["engine"]) as conn:
-                return ev.ingest(conn, good, source=model["name"])
+                counts = ev.ingest(conn, good, source=model["name"])
+                earned = completion.record(conn, self.settings["programme"], good, time.time())
+            if earned:
+                try:
+                    issue_certificates(self.settings)
+                except Exception:  # noqa: BLE001 - the events are recorded; issuing is tried again at start
+                    log.exception("certificates for %s not issued yet", earned)
+            return counts
         accepted, duplicates = await asyncio.get_running_loop().run_in_executor(self.settings["writer"], write)
         self.write({"accepted": accepted, "duplicates": duplicates})
 
@@ -188,19 +201,42 @@ class CohortHandler(ApiHandler):
                                    only=only))
 
 
-def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = None) -> web.Application:
-    """The service's application; `members` answers role_of / courses_of / members (assessments.store.Store)."""
+def issue_certificates(settings: dict) -> list[dict]:
+    """Certificates for every recorded track completion without one (on the writer thread)."""
+    if settings.get("signer") is None:
+        return []
+    with db.write_transaction(settings["engine"]) as conn:
+        issued = certificates.issue_missing(conn, settings["signer"], settings["programme"], settings["prefix"])
+    for cert in issued:
+        log.info("certificate %s issued to %s for track %s", cert["id"], cert["user"], cert["track"])
+    return issued
+
+
+def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = None,
+             programme: completion.Programme | None = None, signer: certificates.Signer | None = None,
+             groups=None) -> web.Application:
+    """The service's application; `members` answers role_of / courses_of / members (assessments.store.Store),
+    `programme` is what completion is measured against (default: the course catalogue), `signer` signs
+    certificates (None: none are issued), `groups` reads hub groups for the cohort filter (groups.HubGroups)."""
+    from . import pages      # pages build on the handlers above
+
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{NAME}/")
+    if programme is None:
+        from courses.catalogue import load_catalogue
+        programme = completion.Programme.from_catalogue(load_catalogue())
     routes = [
         (r"api/events", EventsHandler),
         (r"api/me", MeHandler),
         (rf"api/users/({USER})", UserHandler),
         (rf"api/courses/({SLUG})/cohort", CohortHandler),
         (r"oauth_callback", HubOAuthCallbackHandler),
+        *[(pattern.format(user=USER, slug=SLUG), handler) for pattern, handler in pages.ROUTES],
     ]
     return web.Application(
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
-        engine=engine, members=members, hub_auth=hub_auth,
+        default_handler_class=pages.NotFoundPage,
+        engine=engine, members=members, hub_auth=hub_auth, prefix=prefix, programme=programme, signer=signer,
+        groups=groups,
         # One writer: SQLite has one anyway, and PostgreSQL ingestion is serialized by a lock.
         writer=ThreadPoolExecutor(1, thread_name_prefix="progress-write"),
         readers=ThreadPoolExecutor(4, thread_name_prefix="progress-read"),
@@ -213,13 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     from assessments.store import Store  # the gradebook's enrolment
 
+    from .groups import HubGroups
+
     cfg = json.loads(os.environ["ACADEMY_SERVICE_CONFIG"])
     url = database_url(cfg)
     db.upgrade(url)
     engine = db.engine_for(url)
     # The hub's answer about a token is kept this long; a revoked token is refused at most this late.
     hub_auth = HubOAuth.instance(cache_max_age=int(cfg.get("progress", {}).get("auth_cache_s", 60)))
-    app = make_app(engine, Store.from_config(cfg), hub_auth)
+    # The certificate signing key: root only, beside the hub's state, never in the database.
+    signer = certificates.Signer.load_or_create(Path(cfg["hub"]["state_dir"]) / certificates.KEY_FILE)
+    app = make_app(engine, Store.from_config(cfg), hub_auth, signer=signer, groups=HubGroups())
+    issue_certificates(app.settings)        # any completion recorded while no certificate could be issued
+    # What start-up made (modules, matplotlib, the catalogue) lives as long as the process: out of
+    # the collector's way, so a full collection during a page takes milliseconds, not a hundred.
+    gc.freeze()
     service_url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     HTTPServer(app, max_body_size=MAX_BODY).listen(service_url.port, service_url.hostname)
     log.info("progress listening on %s:%d, database %s", service_url.hostname, service_url.port,

@@ -13,7 +13,7 @@ def test_migrated_schema_equals_the_models(engine):
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": db.VERSION_TABLE})
         assert compare_metadata(context, models.metadata) == []
-        assert db.current_revision(conn) == "0001"
+        assert db.current_revision(conn) == "0002"
         tables = set(sa.inspect(conn).get_table_names())
     assert tables == {t.name for t in models.metadata.sorted_tables} | {db.VERSION_TABLE}
 
@@ -29,7 +29,7 @@ def test_upgrade_twice_is_harmless_and_leaves_the_hubs_alembic_version_alone(dat
     db.upgrade(database_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["hub-revision"]
-        assert db.current_revision(conn) == "0001"
+        assert db.current_revision(conn) == "0002"
     db.downgrade(engine, "base")
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) == {"alembic_version", db.VERSION_TABLE}
