@@ -133,10 +133,11 @@ def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests
 
 def test_course_boundaries_and_unenrolment(hub, login, course):
     learner1, learner2 = login("learner1"), login("learner2")
-    # A learner of one course sees nothing of another.
-    r = exchange(hub, learner1, "GET", "courses/llm-201/assignments/lora/files")
-    assert r.status_code == 403 and "not enrolled in llm-201" in r.json()["message"]
-    assert exchange(hub, learner1, "GET", "courses/llm-201/gradebook.csv").status_code == 403
+    # A learner of one course sees nothing of another (other tests may enrol learner1 elsewhere).
+    academy(hub, "unenrol", "hpc-201", "learner1")
+    r = exchange(hub, learner1, "GET", "courses/hpc-201/assignments/gpu-fundamentals/files")
+    assert r.status_code == 403 and "not enrolled in hpc-201" in r.json()["message"]
+    assert exchange(hub, learner1, "GET", "courses/hpc-201/gradebook.csv").status_code == 403
     # Unenrolling ends access at once.
     assert exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files").status_code == 200
     out = academy(hub, "unenrol", COURSE, "learner2")

@@ -54,7 +54,15 @@ def hostile_dotfiles():
         bashrc.write_bytes(saved)
 
 
+def gpu_hours(hub, user) -> float:
+    """The GPU-hours the progress service has recorded for this user (other tests may have added some)."""
+    me = requests.get(f"{hub.url}/services/academy-progress/api/me",
+                      headers={"Authorization": f"token {user.token}"}, timeout=30).json()
+    return me["gpu_hours"]
+
+
 def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_dotfiles):
+    hours_before = gpu_hours(hub, learner)
     r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="20")
     assert r.status_code == 302, r.text
     learner.wait_ready()
@@ -127,14 +135,10 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     learner.stop_server()
     assert wait_no_live_jobs("learner1") == []  # no orphaned job
     # The session reached the learner's progress record: one GPU for its whole duration.
-    progress = f"{hub.url}/services/academy-progress/api/me"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        me = requests.get(progress, headers={"Authorization": f"token {learner.token}"}, timeout=30).json()
-        if me.get("gpu_hours", 0) > 0:
-            break
+    while time.monotonic() < deadline and gpu_hours(hub, learner) == hours_before:
         time.sleep(0.5)
-    assert 0 < me["gpu_hours"] < 0.1, me
+    assert 0 < gpu_hours(hub, learner) - hours_before < 0.1, (hours_before, gpu_hours(hub, learner))
 
 
 def test_two_gpu_profile_gets_two_devices(hub, login):
