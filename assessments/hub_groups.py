@@ -8,33 +8,19 @@ itself decides by group (spawn profiles, roles, other services).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import urllib.error
 import urllib.parse
-import urllib.request
 
 import sqlalchemy as sa
+
+from spawners.reaper import HubAPI
 
 from . import gradebook as gb
 
 log = logging.getLogger("academy.groups")
 SUFFIX = {"learner": "learners", "trainer": "trainers"}
-
-
-class Hub:
-    def __init__(self, api_url: str | None = None, token: str | None = None):
-        self.url = (api_url or os.environ["JUPYTERHUB_API_URL"]).rstrip("/")
-        self.token = token or os.environ["JUPYTERHUB_API_TOKEN"]
-
-    def request(self, method: str, path: str, body: object = None) -> object:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-        return json.loads(raw) if raw else None
 
 
 def desired_groups(engine: sa.Engine) -> dict[str, set[str]]:
@@ -49,7 +35,7 @@ def desired_groups(engine: sa.Engine) -> dict[str, set[str]]:
     return groups
 
 
-def sync_once(hub: Hub, engine: sa.Engine, known_groups: set[str]) -> dict[str, tuple[list, list]]:
+def sync_once(hub: HubAPI, engine: sa.Engine, known_groups: set[str]) -> dict[str, tuple[list, list]]:
     """Add and remove members so the hub matches the enrolment; returns what changed per group."""
     want = desired_groups(engine)
     for name in known_groups - set(want):
@@ -84,7 +70,7 @@ def sync_once(hub: Hub, engine: sa.Engine, known_groups: set[str]) -> dict[str, 
 
 
 async def keep_in_sync(engine: sa.Engine, interval: float = 5.0) -> None:
-    hub, known = Hub(), set()
+    hub, known = HubAPI(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]), set()
     while True:
         try:
             await asyncio.to_thread(sync_once, hub, engine, known)

@@ -70,22 +70,26 @@ async def cancel_all(slurm: SlurmClient, tag: str) -> list[str]:
 
 
 class HubAPI:
+    """The hub's REST API with a service token (the reaper here; the exchange's group sync too)."""
+
     def __init__(self, url: str, token: str):
         self.url, self.token = url.rstrip("/"), token
 
-    def _request(self, method: str, path: str) -> object:
-        req = urllib.request.Request(f"{self.url}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+    def request(self, method: str, path: str, body: object = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                     headers={"Authorization": f"token {self.token}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read()
-        return json.loads(body) if body else None
+            raw = r.read()
+        return json.loads(raw) if raw else None
 
     async def users(self) -> list[dict]:
-        return await asyncio.to_thread(self._request, "GET", "/users")
+        return await asyncio.to_thread(self.request, "GET", "/users")
 
     async def stop_server(self, user: str, server: str) -> None:
         path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        await asyncio.to_thread(self._request, "DELETE", path)
+        await asyncio.to_thread(self.request, "DELETE", path)
 
 
 def hub_records(users: list[dict]) -> tuple[set[str], set[tuple[str, str]]]:
