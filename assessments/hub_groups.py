@@ -15,12 +15,13 @@ import urllib.parse
 
 import sqlalchemy as sa
 
+from spawners.options import COURSE_GROUP_SUFFIXES
 from spawners.reaper import HubAPI
 
 from . import gradebook as gb
 
 log = logging.getLogger("academy.groups")
-SUFFIX = {"learner": "learners", "trainer": "trainers"}
+SUFFIX = {role: suffix.lstrip("-") for role, suffix in COURSE_GROUP_SUFFIXES.items()}
 
 
 def desired_groups(engine: sa.Engine) -> dict[str, set[str]]:

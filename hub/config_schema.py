@@ -23,6 +23,8 @@ SCHEMA = {
             "properties": {
                 "ip": {"type": "string", "description": "address the public proxy listens on"},
                 "port": _port,
+                "public_url": {"type": "string", "pattern": r"^(https?://[^\s/]+/?)?$",
+                               "description": "http(s) URL users open (the TLS reverse proxy's); empty: http://ip:port/"},
                 "hub_ip": {"type": "string", "description": "address the hub's API listens on"},
                 "hub_port": _port,
                 "proxy_api_port": _port,

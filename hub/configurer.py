@@ -24,6 +24,9 @@ def update_network(c, cfg: dict) -> None:
     hub = cfg["hub"]
     c.JupyterHub.ip = hub["ip"]
     c.JupyterHub.port = hub["port"]
+    if hub.get("public_url"):
+        # Behind a TLS proxy the hub cannot tell https from the request; links and OAuth need it.
+        c.JupyterHub.public_url = hub["public_url"]
     c.JupyterHub.hub_ip = hub["hub_ip"]
     c.JupyterHub.hub_port = hub["hub_port"]
     c.JupyterHub.hub_connect_url = hub["hub_connect_url"]

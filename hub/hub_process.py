@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,13 +37,24 @@ def running_pid(cfg: dict) -> int | None:
     return pid if _alive(pid) else None
 
 
+def local_url(cfg: dict) -> str:
+    """The proxy's address as seen from this machine (for checks, not for users)."""
+    ip = cfg["hub"]["ip"]
+    return f"http://{'127.0.0.1' if ip in ('0.0.0.0', '') else ip}:{cfg['hub']['port']}/"
+
+
 def public_url(cfg: dict) -> str:
-    return f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}/"
+    """The address users open: hub.public_url (e.g. the TLS reverse proxy's), else the proxy's own."""
+    configured = cfg["hub"].get("public_url", "")
+    if configured:
+        return configured.rstrip("/") + "/"
+    ip = cfg["hub"]["ip"]
+    return f"http://{socket.getfqdn() if ip in ('0.0.0.0', '') else ip}:{cfg['hub']['port']}/"
 
 
 def is_up(cfg: dict) -> bool:
     try:
-        with urllib.request.urlopen(public_url(cfg) + "hub/api/", timeout=3) as r:
+        with urllib.request.urlopen(local_url(cfg) + "hub/api/", timeout=3) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -1,4 +1,4 @@
-"""Session starts and stops, recorded for the progress service (GPU-hours per learner).
+"""Session starts and stops, recorded for the progress service (GPU-hours per learner and course).
 
 The spawner calls the hook; this writes the event to the hub's outbox (on disk before the hook
 returns) and a background thread of the hub sends it, so a progress service that is down or
@@ -32,6 +32,8 @@ class SessionEvents:
         return box
 
     def __call__(self, spawner, kind: str, fields: dict) -> None:
+        fields = dict(fields)
+        course = fields.pop("course", "") or None  # GPU-hours are counted for this course
         session = f"{self.cluster}-{fields['session']}"
-        self.outbox().emit(kind, user=spawner.user.name, payload={**fields, "session": session},
+        self.outbox().emit(kind, user=spawner.user.name, course=course, payload={**fields, "session": session},
                            event_id=stable_id(kind, session))

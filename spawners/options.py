@@ -1,4 +1,4 @@
-"""Learner input to a spawn: a profile key and a walltime, nothing else.
+"""Learner input to a spawn: a profile key, a walltime and the course the session is for.
 
 ``user_options`` comes from the spawn form *or* straight from the REST API body, so it is
 untrusted data of any shape. It is reduced here to a :class:`SessionRequest` built only from
@@ -13,8 +13,23 @@ from typing import Any, Iterable, Mapping
 
 from .profiles import Profile, format_walltime
 
-ACCEPTED_KEYS = ("profile", "walltime")
+ACCEPTED_KEYS = ("profile", "walltime", "course")
 MINUTES_RE = re.compile(r"^[0-9]{1,5}$")
+
+
+# Course enrolment shows on the hub as groups `<course>-learners` / `<course>-trainers`
+# (kept in step by assessments.hub_groups, which uses these suffixes too).
+COURSE_GROUP_SUFFIXES = {"learner": "-learners", "trainer": "-trainers"}
+
+
+def courses_from_groups(groups: Iterable[str]) -> list[str]:
+    """The courses a user is enrolled in (as learner or trainer), from their hub group names."""
+    found = set()
+    for group in groups:
+        for suffix in COURSE_GROUP_SUFFIXES.values():
+            if group.endswith(suffix) and len(group) > len(suffix):
+                found.add(group[: -len(suffix)])
+    return sorted(found)
 
 
 class OptionsError(ValueError):
@@ -25,6 +40,7 @@ class OptionsError(ValueError):
 class SessionRequest:
     profile: Profile
     walltime_s: int
+    course: str = ""  # "" = own work, outside any course; otherwise one of the user's courses
 
     @property
     def walltime(self) -> str:
@@ -32,7 +48,7 @@ class SessionRequest:
 
     def as_user_options(self) -> dict[str, Any]:
         """The normalised options, as they are stored for the next start."""
-        return {"profile": self.profile.key, "walltime": self.walltime_s // 60}
+        return {"profile": self.profile.key, "walltime": self.walltime_s // 60, "course": self.course}
 
 
 def _single(value: Any, name: str) -> Any:
@@ -44,11 +60,13 @@ def _single(value: Any, name: str) -> Any:
     return value
 
 
-def validate_user_options(raw: Any, allowed: Iterable[Profile]) -> SessionRequest:
+def validate_user_options(raw: Any, allowed: Iterable[Profile], courses: Iterable[str] = ()) -> SessionRequest:
     """Turn untrusted ``user_options`` into a request within the profiles this user may use.
 
     ``allowed`` must already be filtered by the user's groups: a key outside it is refused
     exactly like an unknown key, so a learner cannot probe for other groups' profiles.
+    ``courses`` are the courses the user is enrolled in (from their hub groups); the session's
+    GPU time is counted for the course chosen, so a course outside them is refused.
     """
     allowed = list(allowed)
     if not allowed:
@@ -69,10 +87,11 @@ def validate_user_options(raw: Any, allowed: Iterable[Profile]) -> SessionReques
         raise OptionsError(f"Profile {shown} is not available to you; choose one of: {', '.join(by_key)}")
     profile = by_key[key]
 
+    course = _course(_single(raw.get("course", ""), "course"), sorted(set(courses)))
     max_min = profile.walltime_max_s // 60
     walltime = _single(raw.get("walltime", None), "walltime")
     if walltime is None or walltime == "":
-        return SessionRequest(profile, profile.walltime_default_s)
+        return SessionRequest(profile, profile.walltime_default_s, course)
     if isinstance(walltime, str) and MINUTES_RE.match(walltime):
         minutes = int(walltime)
     elif isinstance(walltime, int) and not isinstance(walltime, bool):
@@ -81,4 +100,14 @@ def validate_user_options(raw: Any, allowed: Iterable[Profile]) -> SessionReques
         raise OptionsError(f"Walltime must be a whole number of minutes from 1 to {max_min} for profile '{key}'")
     if not 1 <= minutes <= max_min:
         raise OptionsError(f"Walltime {minutes} min is outside 1 to {max_min} minutes allowed for profile '{key}'")
-    return SessionRequest(profile, minutes * 60)
+    return SessionRequest(profile, minutes * 60, course)
+
+
+def _course(value: Any, courses: list[str]) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str) and value in courses:
+        return value
+    shown = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+    choices = f"one of: {', '.join(courses)}, or none" if courses else "none (you are not enrolled in a course)"
+    raise OptionsError(f"Course {shown} is not one of your courses; choose {choices}")

@@ -28,7 +28,7 @@ from traitlets import Any, Dict, Float, Integer, List, TraitError, Unicode, defa
 from . import port_report  # noqa: F401  (swaps batchspawner's API handler on import)
 from .batch_script import BatchScriptValues, render_batch_script
 from .job_monitor import JobMonitor
-from .options import OptionsError, SessionRequest, validate_user_options
+from .options import OptionsError, SessionRequest, courses_from_groups, validate_user_options
 from .profiles import Profile, ProfileError, parse_profiles, profiles_for_groups
 from .queue_info import format_start, pending_message, timeout_message
 from .slurm_client import JobInfo, SlurmClient, SlurmError
@@ -137,21 +137,28 @@ class AcademySlurmSpawner(SlurmSpawner):
     def allowed_profiles(self) -> list[Profile]:
         return profiles_for_groups(self.parsed_profiles, self.user_groups())
 
+    def user_courses(self) -> list[str]:
+        return courses_from_groups(self.user_groups())
+
     def _render_options_form(self, spawner=None):
         allowed = self.allowed_profiles()
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else None
-        selected = (previous or {}).get("profile") if isinstance(previous, dict) else None
+        previous = previous if isinstance(previous, dict) else {}
+        selected = previous.get("profile")
         if selected not in {p.key for p in allowed}:
             selected = allowed[0].key if allowed else None
+        courses = self.user_courses()
+        # The last course chosen, else the only one: most learners have one course at a time.
+        course = previous.get("course") if previous.get("course") in courses else (courses[0] if len(courses) == 1 else "")
         return _html.get_template("spawn_form.html.j2").render(
-            profiles=[p.as_public_dict() for p in allowed], selected=selected
+            profiles=[p.as_public_dict() for p in allowed], selected=selected, courses=courses, course=course,
         )
 
     def options_from_form(self, formdata):
         # Form fields are lists of strings; validate now so the form shows the error.
         options = {k: v for k, v in formdata.items() if not k.startswith("_")}
         try:
-            return validate_user_options(options, self.allowed_profiles()).as_user_options()
+            return validate_user_options(options, self.allowed_profiles(), self.user_courses()).as_user_options()
         except OptionsError as e:
             raise SessionError(str(e), 400) from None
 
@@ -159,7 +166,7 @@ class AcademySlurmSpawner(SlurmSpawner):
     async def _apply_options(spawner: "AcademySlurmSpawner", user_options) -> None:
         """The only door from user_options to the spawner: a validated SessionRequest."""
         try:
-            request = validate_user_options(user_options, spawner.allowed_profiles())
+            request = validate_user_options(user_options, spawner.allowed_profiles(), spawner.user_courses())
         except OptionsError as e:
             # Keep the last accepted options as the default for a body-less start.
             if spawner.orm_spawner is not None:
@@ -173,6 +180,7 @@ class AcademySlurmSpawner(SlurmSpawner):
     def apply_session_request(self, request: SessionRequest) -> None:
         p = request.profile
         self.session_profile = p
+        self.session_course = request.course
         self.req_partition = p.partition
         self.req_gres = p.gres
         self.req_nprocs = str(p.cpus)
@@ -293,6 +301,7 @@ class AcademySlurmSpawner(SlurmSpawner):
     session_started_at = 0.0  # epoch seconds the server came up (for the session's duration)
     session_profile_key = ""
     session_gpus = 0
+    session_course_key = ""
 
     def load_state(self, state):
         super().load_state(state)
@@ -301,12 +310,13 @@ class AcademySlurmSpawner(SlurmSpawner):
         self.session_started_at = float(state.get("session_started_at", 0.0))
         self.session_profile_key = state.get("session_profile_key", "")
         self.session_gpus = int(state.get("session_gpus", 0))
+        self.session_course_key = state.get("session_course_key", "")
 
     def get_state(self):
         state = super().get_state()
         if self.session_started_at:
             state.update(session_started_at=self.session_started_at, session_profile_key=self.session_profile_key,
-                         session_gpus=self.session_gpus)
+                         session_gpus=self.session_gpus, session_course_key=self.session_course_key)
         return state
 
     def clear_state(self):
@@ -319,7 +329,8 @@ class AcademySlurmSpawner(SlurmSpawner):
             return
         try:
             self.session_event_hook(self, kind, {"session": self.job_id, "profile": self.session_profile_key,
-                                                 "gpus": self.session_gpus, **fields})
+                                                 "gpus": self.session_gpus, "course": self.session_course_key,
+                                                 **fields})
         except Exception:  # progress records must never stop a session starting or stopping
             self.log.exception("recording %s for job %s failed", kind, self.job_id)
 
@@ -357,6 +368,7 @@ class AcademySlurmSpawner(SlurmSpawner):
         self.session_started = True
         self.session_started_at = time.time()
         self.session_profile_key, self.session_gpus = self.session_profile.key, self.session_profile.gpus
+        self.session_course_key = getattr(self, "session_course", "")
         self._session_event("session_started")
         return self.ip, self.port
 

@@ -58,7 +58,7 @@ def start_hub(root: Path, overrides: dict) -> Hub:
     config_file.write_text(yaml.safe_dump(config))
     cfg = academy_config.load(config_file)
     hub_process.start(cfg, config_env={"ACADEMY_CONFIG": str(config_file)})
-    return Hub(url=hub_process.public_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
+    return Hub(url=hub_process.local_url(cfg).rstrip("/"), cfg=cfg, config_file=config_file)
 
 
 def stop_hub(hub: Hub, artifact: str) -> None:

@@ -154,7 +154,7 @@ def _fonts(texts: list[str]) -> tuple[str, str]:
     return "AcademySans", "AcademySans-Bold"
 
 
-def render_pdf(record: dict, verify_path: str, courses: list[str]) -> bytes:
+def render_pdf(record: dict, verify_url: str, courses: list[str]) -> bytes:
     """The certificate as a one-page PDF (A4 landscape), the same bytes for the same record."""
     regular, bold = _fonts([record["name"], record["track_title"], *courses])
     out = io.BytesIO()
@@ -192,7 +192,9 @@ def render_pdf(record: dict, verify_path: str, courses: list[str]) -> bytes:
     c.drawCentredString(width / 2, 150, f"completed on {day(record['completed_at'])}")
     c.setFont(regular, 9)
     c.drawString(56, 72, f"Certificate {record['id']}, issued {day(record['issued_at'])}.")
-    c.drawString(56, 58, f"Verify it on the Academy's hub at {verify_path}")
+    c.drawString(56, 58, f"Verify it at {verify_url}")
+    # ... and the line is a link, so a reader of the PDF can click through to the verification page.
+    c.linkURL(verify_url, (56, 54, width - 56, 68), relative=0)
     c.showPage()
     c.save()
     return out.getvalue()

@@ -206,7 +206,7 @@ def issue_certificates(settings: dict) -> list[dict]:
     if settings.get("signer") is None:
         return []
     with db.write_transaction(settings["engine"]) as conn:
-        issued = certificates.issue_missing(conn, settings["signer"], settings["programme"], settings["prefix"])
+        issued = certificates.issue_missing(conn, settings["signer"], settings["programme"], settings["verify_prefix"])
     for cert in issued:
         log.info("certificate %s issued to %s for track %s", cert["id"], cert["user"], cert["track"])
     return issued
@@ -214,10 +214,11 @@ def issue_certificates(settings: dict) -> list[dict]:
 
 def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = None,
              programme: completion.Programme | None = None, signer: certificates.Signer | None = None,
-             groups=None) -> web.Application:
+             groups=None, public_url: str = "http://127.0.0.1:8000/") -> web.Application:
     """The service's application; `members` answers role_of / courses_of / members (assessments.store.Store),
     `programme` is what completion is measured against (default: the course catalogue), `signer` signs
-    certificates (None: none are issued), `groups` reads hub groups for the cohort filter (groups.HubGroups)."""
+    certificates (None: none are issued), `groups` reads hub groups for the cohort filter (groups.HubGroups),
+    `public_url` is the hub's address as users know it (printed on certificates, for verification)."""
     from . import pages      # pages build on the handlers above
 
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{NAME}/")
@@ -236,7 +237,7 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
         default_handler_class=pages.NotFoundPage,
         engine=engine, members=members, hub_auth=hub_auth, prefix=prefix, programme=programme, signer=signer,
-        groups=groups,
+        groups=groups, verify_prefix=public_url.rstrip("/") + prefix,
         # One writer: SQLite has one anyway, and PostgreSQL ingestion is serialized by a lock.
         writer=ThreadPoolExecutor(1, thread_name_prefix="progress-write"),
         readers=ThreadPoolExecutor(4, thread_name_prefix="progress-read"),
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     from assessments.store import Store  # the gradebook's enrolment
+    from hub import hub_process
 
     from .groups import HubGroups
 
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     hub_auth = HubOAuth.instance(cache_max_age=int(cfg.get("progress", {}).get("auth_cache_s", 60)))
     # The certificate signing key: root only, beside the hub's state, never in the database.
     signer = certificates.Signer.load_or_create(Path(cfg["hub"]["state_dir"]) / certificates.KEY_FILE)
-    app = make_app(engine, Store.from_config(cfg), hub_auth, signer=signer, groups=HubGroups())
+    app = make_app(engine, Store.from_config(cfg), hub_auth, signer=signer, groups=HubGroups(),
+                   public_url=hub_process.public_url(cfg))
     issue_certificates(app.settings)        # any completion recorded while no certificate could be issued
     # What start-up made (modules, matplotlib, the catalogue) lives as long as the process: out of
     # the collector's way, so a full collection during a page takes milliseconds, not a hundred.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ..assessment_support import academy, wait_for
 from ..support import live_jobs, run_in_kernel, squeue
 
 pytestmark = pytest.mark.integration
@@ -54,16 +57,46 @@ def hostile_dotfiles():
         bashrc.write_bytes(saved)
 
 
-def gpu_hours(hub, user) -> float:
-    """The GPU-hours the progress service has recorded for this user (other tests may have added some)."""
+def gpu_hours(hub, user, course: str | None = None) -> float:
+    """The GPU-hours the progress service has recorded for this user, in all or in one course
+    (other tests may have added some)."""
     me = requests.get(f"{hub.url}/services/academy-progress/api/me",
                       headers={"Authorization": f"token {user.token}"}, timeout=30).json()
-    return me["gpu_hours"]
+    if course is None:
+        return me["gpu_hours"]
+    return next((c["gpu_hours"] for c in me["courses"] if c["course"] == course), 0.0)
 
 
-def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_dotfiles):
+@pytest.fixture
+def in_course_hpc101(hub, login):
+    """learner1 enrolled in hpc-101 through the CLI, and the hub's group following it."""
+    out = academy(hub, "enrol", "hpc-101", "learner1")
+    assert out.returncode == 0, out.stderr
+    admin = login("admin")
+    assert wait_for(lambda: "learner1" in admin.api("GET", "/groups/hpc-101-learners").json().get("users", []), 30)
+    return "hpc-101"
+
+
+def test_spawn_form_offers_the_learners_courses_and_refuses_others(hub, login, in_course_hpc101):
+    learner = login("learner1")
+    form = learner.spawn_form()
+    groups = login("admin").api("GET", "/users/learner1").json()["groups"]
+    # Exactly the courses of learner1's hub groups, then "none"; hpc-101 among them.
+    offered = re.findall(r'<option value="([^"]*)"', form)
+    assert offered == sorted({g.rsplit("-", 1)[0] for g in groups if g.endswith(("-learners", "-trainers"))}) + [""]
+    assert "hpc-101" in offered and "None: my own work" in form
+    r = learner.submit_spawn_form(profile="cpu-small", walltime="10", course="hpc-201-not-mine")
+    assert r.status_code == 400
+    page = html.unescape(r.text)
+    assert "Course 'hpc-201-not-mine' is not one of your courses; choose one of: " in page
+    assert "Traceback" not in page
+    assert learner.server() is None and live_jobs("learner1") == []  # nothing was submitted
+
+
+def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_dotfiles, in_course_hpc101):
     hours_before = gpu_hours(hub, learner)
-    r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="20")
+    course_hours_before = gpu_hours(hub, learner, "hpc-101")
+    r = learner.submit_spawn_form(profile="gpu-h200-1", walltime="20", course="hpc-101")
     assert r.status_code == 302, r.text
     learner.wait_ready()
 
@@ -139,6 +172,9 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     while time.monotonic() < deadline and gpu_hours(hub, learner) == hours_before:
         time.sleep(0.5)
     assert 0 < gpu_hours(hub, learner) - hours_before < 0.1, (hours_before, gpu_hours(hub, learner))
+    # ... counted for the course chosen on the spawn form (the trainer's cohort page sums these).
+    added = gpu_hours(hub, learner, "hpc-101") - course_hours_before
+    assert added == pytest.approx(gpu_hours(hub, learner) - hours_before, abs=1e-3) and added > 0
 
 
 def test_two_gpu_profile_gets_two_devices(hub, login):

@@ -25,6 +25,7 @@ from ..support import free_port
 from .eventgen import T0, event_id
 from .test_service_api import ACCESS, WhoAmI, enrol
 
+PUBLIC_URL = "https://academy.example.eu/"  # the hub's address as learners and employers know it
 PREFIX = "/services/academy-progress/"
 PROGRAMME = Programme(
     courses={"llm-101": ("tokenization", "attention"), "llm-201": ("finetune",), "hpc-101": ("mpi-hello",)},
@@ -75,7 +76,7 @@ class Service:
             HTTPServer(web.Application([(r"/hub/api/user", WhoAmI), (r"/hub/api/groups", Groups),
                                         (r"/hub/api/groups/([^/]+)", Groups)])).listen(hub_port, "127.0.0.1")
             self.app = service.make_app(self.engine, self.store, auth, PREFIX, programme=programme, signer=self.signer,
-                                        groups=HubGroups(hub_api, "service-token"))
+                                        groups=HubGroups(hub_api, "service-token"), public_url=PUBLIC_URL)
             HTTPServer(self.app).listen(self.port, "127.0.0.1")
             self.loop.call_soon(started.set)
             self.loop.run_forever()

@@ -15,7 +15,7 @@ from assessments.progress import certificates, completion, db, events as ev
 from assessments.progress.models import certificates as certificates_table, learner_courses, track_completions
 
 from .eventgen import T0
-from .pagesupport import PROGRAMME, Service, graded, released, track_passed
+from .pagesupport import PREFIX, PROGRAMME, PUBLIC_URL, Service, graded, released, track_passed
 
 
 def ingest(engine, events, signer=None, batch=500):
@@ -159,6 +159,8 @@ def test_the_learner_sees_the_certificate_and_anyone_can_verify_name_track_and_d
         assert private not in text, private
     pdf = svc.get(f"certificates/{cert_id}.pdf")
     assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf"
+    # The PDF links to its verification page at the hub's public address (hub.public_url).
+    assert f"/URI ({PUBLIC_URL.rstrip('/')}{PREFIX}certificates/{cert_id})".encode() in pdf.content
     assert "original" in svc.post(f"certificates/{cert_id}", files={"pdf": ("c.pdf", pdf.content)}).text
     edited = bytearray(pdf.content)
     edited[len(edited) // 2] ^= 1

@@ -66,7 +66,7 @@ def progress_hub(tmp_path_factory):
     ports = {k: free_port() for k in ("public", "hub", "proxy_api", "service")}
     tokens = {"exchange": secrets.token_hex(16), "driver": secrets.token_hex(16)}
     gradebook = f"sqlite:///{tmp / 'gradebook.sqlite'}"
-    service_cfg = {"hub": {"state_dir": str(tmp)}, "notebook_env": "/nonexistent",
+    service_cfg = {"hub": {"state_dir": str(tmp), "ip": "127.0.0.1", "port": ports["public"]}, "notebook_env": "/nonexistent",
                    "progress": {"database": f"sqlite:///{tmp / 'progress.sqlite'}"},
                    "assessments": {"root": str(tmp / "courses"), "database": gradebook,
                                    "late_penalty_per_day": 0.1, "late_grace_s": 300}}

@@ -35,11 +35,20 @@ def test_merge_replaces_lists_and_merges_mappings():
                     "walltime_default": "00:10:00", "walltime_max": "00:20:00", "groups": ["learners"]}]},
      "partition 'nope' is not one of the embedded cluster's partitions: cpu, gpu"),
     ({"demo": {"users": {"Bad User": ["learners"]}}}, "config key demo.users"),
+    ({"hub": {"public_url": "academy.example.eu"}}, "config key hub.public_url: 'academy.example.eu' does not match"),
+    ({"hub": {"public_url": "https://academy.example.eu/hub/"}}, "config key hub.public_url"),
 ])
 def test_bad_config_names_the_key(tmp_path, override, message):
     with pytest.raises(ConfigError) as e:
         load(write(tmp_path, override))
     assert message in str(e.value)
+
+
+def test_the_public_url_is_what_users_are_shown(tmp_path):
+    from hub.hub_process import local_url, public_url
+    cfg = load(write(tmp_path, {"hub": {"public_url": "https://academy.example.eu"}}))
+    assert public_url(cfg) == "https://academy.example.eu/" and local_url(cfg) == "http://127.0.0.1:8000/"
+    assert public_url(load(write(tmp_path, {}))) == "http://127.0.0.1:8000/"
 
 
 def test_unreadable_and_malformed_files(tmp_path):

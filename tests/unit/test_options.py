@@ -2,7 +2,7 @@
 
 import pytest
 
-from spawners.options import OptionsError, validate_user_options
+from spawners.options import OptionsError, courses_from_groups, validate_user_options
 from spawners.profiles import parse_profiles
 
 PROFILES = parse_profiles([
@@ -36,7 +36,7 @@ def test_form_lists_and_api_values_are_both_accepted():
         ({"profile": "gpu-h200-1\n#SBATCH --gres=gpu:h200:4"}, "not available to you"),
         ({"profile": ["cpu-small", "gpu-h200-1"]}, "exactly one value"),
         ({"profile": {"key": "cpu-small"}}, "not available to you"),
-        ({"gres": "gpu:h200:4"}, "Unknown option(s) 'gres'; accepted options: profile, walltime"),
+        ({"gres": "gpu:h200:4"}, "Unknown option(s) 'gres'; accepted options: profile, walltime, course"),
         ({"profile": "cpu-small", "req_options": "--exclusive"}, "Unknown option(s) 'req_options'"),
         (["profile", "cpu-small"], "must be an object"),
         ("cpu-small", "must be an object"),
@@ -60,4 +60,23 @@ def test_no_profiles_for_the_user():
 
 def test_normalised_options_are_what_is_stored():
     req = validate_user_options({"profile": ["gpu-h200-1"], "walltime": ["45"]}, PROFILES)
-    assert req.as_user_options() == {"profile": "gpu-h200-1", "walltime": 45}
+    assert req.as_user_options() == {"profile": "gpu-h200-1", "walltime": 45, "course": ""}
+
+
+def test_a_course_must_be_one_of_the_users_courses():
+    req = validate_user_options({"profile": "cpu-small", "course": ["hpc-101"]}, PROFILES, ["hpc-101", "llm-101"])
+    assert req.course == "hpc-101" and req.as_user_options()["course"] == "hpc-101"
+    assert validate_user_options({"course": ""}, PROFILES, ["hpc-101"]).course == ""  # own work
+    assert validate_user_options({}, PROFILES, ["hpc-101"]).course == ""
+    with pytest.raises(OptionsError, match=r"^Course 'llm-201' is not one of your courses; choose one of: "
+                                           r"hpc-101, llm-101, or none$"):
+        validate_user_options({"course": "llm-201"}, PROFILES, ["llm-101", "hpc-101"])
+    with pytest.raises(OptionsError, match=r"choose none \(you are not enrolled in a course\)$"):
+        validate_user_options({"course": "hpc-101"}, PROFILES, [])
+    with pytest.raises(OptionsError, match="^Course dict is not one of your courses"):
+        validate_user_options({"course": {"$ne": ""}}, PROFILES, ["hpc-101"])
+
+
+def test_courses_come_from_the_course_groups_only():
+    assert courses_from_groups(["learners", "hpc-101-learners", "llm-101-trainers", "hpc-101-trainers",
+                                "-learners", "workshop-x"]) == ["hpc-101", "llm-101"]
