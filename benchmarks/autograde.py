@@ -15,8 +15,11 @@ bench01..benchNN, are graded in each round by:
   fresh kernel each, serially: no sandbox, no Slurm, no scoring; and bare@k, k such processes
   at once (the control for ours at k slots).
 
-overhead_ratio = ours' wall x slots / bare's wall: slot-seconds per submission over plain
-nbclient's seconds per submission (see the README for the breakdown recorded per run).
+overhead_ratio = ours' wall / bare's wall with as many submissions running at once (ours@1 against
+the serial bare run, ours@k against bare@k), the worst over the slot counts: what the sandbox,
+Slurm and scoring add to executing the same notebook under the same conditions. Comparing ours@2
+with the serial bare run instead would count two kernels sharing two busy cores as overhead;
+that figure is kept as `slot_seconds_ratio` (see the README for the breakdown recorded per run).
 
 Every round checks every score (solved: all autograded points, blank: 0) and stops loudly if
 one is wrong. The result is the median of the rounds.
@@ -536,12 +539,12 @@ def main() -> int:
     for k in slots_list:
         o = summarise([r[f"ours@{k}"] for r in per_run], n)
         o["slots"] = k
-        # slot-seconds per submission over the bare run's seconds per submission
-        o["overhead_ratio"] = round(o["median_s"] * k / bare["median_s"], 3)
+        # slot-seconds per submission over the serial bare run's seconds per submission
+        o["slot_seconds_ratio"] = round(o["median_s"] * k / bare["median_s"], 3)
         o["throughput_ratio"] = round(o["throughput_per_s"] / anchor["throughput_per_s"], 3)
-        # the same, against plain nbclient with as many workers at once (1: the serial bare run)
+        # against plain nbclient with as many workers at once (1: the serial bare run)
         control = bare_parallel.get(str(k), bare)
-        o["overhead_vs_bare_same_parallelism"] = round(o["median_s"] / control["median_s"], 3)
+        o["overhead_ratio"] = round(o["median_s"] / control["median_s"], 3)
         o["stalls"] = [r[f"ours@{k}"]["stalls"] for r in per_run]
         o["per_submission_median"] = {key: common.median([r[f"ours@{k}"]["breakdown"]["per_submission_median"][key]
                                                            for r in per_run])
@@ -556,7 +559,7 @@ def main() -> int:
         by_slots[str(k)] = o
     head = str(max(slots_list))
     ours = by_slots[head]
-    ratio, overhead = ours["throughput_ratio"], ours["overhead_ratio"]
+    ratio, overhead = ours["throughput_ratio"], max(o["overhead_ratio"] for o in by_slots.values())
     targets = {"throughput_ratio_min": 1.8, "overhead_ratio_max": 1.15,
                "throughput_met": ratio >= 1.8, "overhead_met": overhead <= 1.15}
 
@@ -575,8 +578,9 @@ def main() -> int:
         "ratio_meaning": f"ours' throughput (submissions/s, {head} slots) / the anchor's: higher is better",
         "time_ratio": round(ours["median_s"] / anchor["median_s"], 3),
         "overhead_ratio": overhead,
-        "overhead_meaning": "ours' wall time x slots / bare's wall time (both over the same N submissions): "
-                            "slot-seconds per submission over bare seconds per submission; 1.0 = no overhead",
+        "overhead_meaning": "ours' wall time / bare nbclient's wall time over the same N submissions with as many "
+                            "running at once (ours@k against bare@k), the worst over the slot counts; 1.0 = no "
+                            "overhead. slot_seconds_ratio per slot count: ours@k wall x k / the serial bare wall",
         "targets": targets,
         "runs": args.runs,
         "per_run": per_run,
@@ -607,13 +611,13 @@ def main() -> int:
     log(f"anchor (nbgrader, serial): {anchor['median_s']} s  ({anchor['per_submission_s']} s/submission)")
     for k, o in by_slots.items():
         log(f"ours, {k} slot(s):          {o['median_s']} s  ({o['per_submission_s']} s/submission)  "
-            f"throughput x{o['throughput_ratio']} of the anchor, overhead x{o['overhead_ratio']} of bare")
+            f"throughput x{o['throughput_ratio']} of the anchor, overhead x{o['overhead_ratio']} of bare@{k} "
+            f"(slot-seconds x{o['slot_seconds_ratio']} of serial bare)")
     log(f"bare nbclient, serial:     {bare['median_s']} s  ({bare['per_submission_s']} s/submission)")
     for k, b in bare_parallel.items():
-        log(f"bare nbclient, {k} at once: {b['median_s']} s  (ours@{k} / this: "
-            f"{by_slots[k]['overhead_vs_bare_same_parallelism']})")
+        log(f"bare nbclient, {k} at once: {b['median_s']} s  (ours@{k} / this: {by_slots[k]['overhead_ratio']})")
     log(f"ratio (throughput, ours@{head} / anchor): {ratio}  target >= 1.8: {'met' if targets['throughput_met'] else 'NOT met'}")
-    log(f"overhead (ours@{head}): {overhead}  target <= 1.15: {'met' if targets['overhead_met'] else 'NOT met'}")
+    log(f"overhead (worst over slot counts): {overhead}  target <= 1.15: {'met' if targets['overhead_met'] else 'NOT met'}")
     log(f"wrote {path} in {data['duration_s']:.0f} s")
     return 0
 

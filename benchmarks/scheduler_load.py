@@ -27,7 +27,12 @@ import time
 import traceback
 
 import common
+import yaml
 from common import AnchorHub, OursHub, log
+
+from hub.config import DEFAULTS_FILE  # noqa: E402 - common puts this checkout on sys.path
+
+DEFAULTS = yaml.safe_load(DEFAULTS_FILE.read_text())  # what ours runs with: the platform's defaults
 
 
 def start_sessions(learners: list, body: dict, timeout: float) -> tuple[int, list[str]]:
@@ -214,7 +219,9 @@ def main() -> int:
             "anchor": "stock batchspawner SlurmSpawner defaults (JupyterHub poll_interval 30 s, startup_poll_interval "
                       "0.5 s), batch_query_cmd = <wrapper>/squeue -h -j {job_id} -o '%T %B' (stock's arguments), "
                       "`srun batchspawner-singleuser <stand-in>` from /opt/academy/venv-anchor",
-            "ours": "academy hub defaults (monitor_interval 5 s, poll_interval 10 s, reaper every 60 s), slurm.bin_dir "
+            "ours": f"academy hub defaults (monitor_interval {DEFAULTS['sessions']['monitor_interval']} s, poll_interval "
+                    f"{DEFAULTS['hub']['poll_interval']} s, reaper every {DEFAULTS['sessions']['reaper_interval']} s), "
+                    "slurm.bin_dir "
                     "= wrapper dir, notebook_env = a stand-in env whose python is venv-notebook's and whose "
                     "jupyterhub-singleuser is the stand-in, profile bench-1cpu, slurm.cluster_name=bench (job tag only)",
             "sdiag": "differences of slurmctld's cumulative RPC counters over the window; these count every client "

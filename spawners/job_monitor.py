@@ -26,6 +26,7 @@ TERMINAL_STATES = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
     "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
 }
+QUERY_MARGIN_S = 2.0  # room for a slow squeue between two rounds of the loop
 GONE = JobInfo(job_id="", state="GONE")  # Slurm confirmed it no longer knows the job
 
 
@@ -77,9 +78,10 @@ class JobMonitor:
         state means it ended.
         """
         self.watch(job_id)
-        # The loop sleeps interval +- jitter: an answer is fresh for the longest such sleep,
-        # or hub polls landing between rounds would each trigger an extra squeue.
-        max_age = self.interval * (1 + self.jitter) if max_age is None else max_age
+        # The loop sleeps interval +- jitter after each query: an answer is fresh for the longest
+        # such sleep plus the query's own time (QUERY_MARGIN_S), or hub polls landing between
+        # rounds would each trigger an extra squeue.
+        max_age = self.interval * (1 + self.jitter) + QUERY_MARGIN_S if max_age is None else max_age
         obs = self.observations.get(job_id)
         if obs is None or time.monotonic() - obs.at > max_age:
             await self.refresh()

@@ -131,9 +131,11 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
                               headers={"Authorization": f"token {learner.token}"}).json()
     assert {"jupyter-nbgrader", "jupyter-widgets-jupyterlab-manager", "academy-session-timer"} <= {
         e["name"] for e in extensions}
-    # Learners get nbgrader's Assignments tab, not the trainers' formgrader.
-    r = requests.get(f"{hub.url}/user/learner1/formgrader", headers={"Authorization": f"token {learner.token}"})
-    assert r.status_code == 404
+    # Learners get nbgrader's Assignments tab, not the trainers' formgrader; the session is lean:
+    # no Notebook 7 UI and no language-server proxy (both only cost start-up time).
+    for path in ("formgrader", "tree", "lsp/status"):
+        r = requests.get(f"{hub.url}/user/learner1/{path}", headers={"Authorization": f"token {learner.token}"})
+        assert r.status_code == 404, path
     r = requests.get(f"{hub.url}/user/learner1/assignments", params={"course_id": "llm-101"},
                      headers={"Authorization": f"token {learner.token}"})
     assert r.status_code == 200 and r.json()["success"]
@@ -159,6 +161,8 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     assert f"JobId={job['id']}" in shown
     job_log = (Path(pwd.getpwnam("learner1").pw_dir) / f".academy/logs/session-{job['id']}.log").read_text()
     assert f"academy: job {job['id']}" in job_log and "CUDA_VISIBLE_DEVICES=0" in job_log
+    # nbgrader's server side loaded when the Assignments list was first asked for, not at start.
+    assert "nbgrader's assignment list and validation load on first use" in job_log
     slurm_logs = "".join((Path(hub.cfg["slurm"]["log_dir"]) / f).read_text(errors="replace")
                          for f in ("slurmctld.log", "slurmd.log"))
     for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log),
