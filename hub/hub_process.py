@@ -15,6 +15,7 @@ from pathlib import Path
 from .slurm_cluster import port_in_use
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+HUB_NICE = -5  # the hub's CPU priority over sessions on a shared machine (see start)
 
 
 class HubError(RuntimeError):
@@ -85,9 +86,14 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
     os.chmod(state, 0o700)  # cookie secret, database, credentials
     exe = Path(sys.executable).with_name("jupyterhub")
     env = {**os.environ, **(config_env or {})}
+    # The hub and its proxy answer every learner's clicks; where sessions share the hub's machine
+    # (the embedded one-node cluster), a burst of starting servers must not make them slow to
+    # answer. Sessions run at slurmd's priority (PropagatePrioProcess=0), the hub a little above.
+    argv = ["nice", "-n", str(HUB_NICE), str(exe), "-f", str(CONFIG_FILE)] if os.geteuid() == 0 else \
+        [str(exe), "-f", str(CONFIG_FILE)]
     with open(log_file(cfg), "ab") as log:
         proc = subprocess.Popen(
-            [str(exe), "-f", str(CONFIG_FILE)], cwd=state, stdout=log, stderr=subprocess.STDOUT,
+            argv, cwd=state, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
     deadline = time.monotonic() + timeout

@@ -62,6 +62,9 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         assert r.status_code in (302, 403), r.status_code
         assert f"Learner progress:    http://127.0.0.1:{port}/services/academy-progress/" in first.stdout
         pid = re.search(r"JupyterHub started \(pid (\d+)\)", first.stdout).group(1)
+        # The hub runs ahead of sessions for the CPU (they share this machine), as does its proxy.
+        assert os.getpriority(os.PRIO_PROCESS, int(pid)) == -5
+        assert os.getpriority(os.PRIO_PROCESS, int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])) == -5
         second = academy("up", config=config)
         assert second.returncode == 0, second.stderr
         assert f"JupyterHub already running (pid {pid})" in second.stdout
