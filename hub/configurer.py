@@ -26,7 +26,7 @@ def update_network(c, cfg: dict) -> None:
     c.JupyterHub.port = hub["port"]
     if hub.get("public_url"):
         # Behind a TLS proxy the hub cannot tell https from the request; links and OAuth need it.
-        c.JupyterHub.public_url = hub["public_url"]
+        c.JupyterHub.public_url = hub["public_url"].rstrip("/") + "/"  # JupyterHub wants the trailing slash
     c.JupyterHub.hub_ip = hub["hub_ip"]
     c.JupyterHub.hub_port = hub["hub_port"]
     c.JupyterHub.hub_connect_url = hub["hub_connect_url"]

@@ -58,3 +58,15 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("hub: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(bad)
+
+
+def test_behind_a_tls_proxy_the_hub_is_told_its_public_url(tmp_path):
+    from traitlets.config import Config
+
+    from hub.configurer import update_network
+    c = Config()
+    update_network(c, load(write(tmp_path, {"hub": {"public_url": "https://academy.example.eu"}})))
+    assert c.JupyterHub.public_url == "https://academy.example.eu/"
+    c = Config()
+    update_network(c, load(write(tmp_path, {})))
+    assert "public_url" not in c.JupyterHub  # the hub works it out from each request, as stock
