@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from assessments.progress import db
 
 from ..support import free_port
+from .pagesupport import Service
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -98,3 +99,11 @@ def engine(database_url):
     engine = db.engine_for(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def svc(tmp_path):
+    """The progress service on a fresh SQLite database, behind a stand-in hub (pagesupport.Service)."""
+    service = Service(tmp_path, f"sqlite:///{tmp_path / 'progress.sqlite'}")
+    yield service
+    service.close()

@@ -48,13 +48,6 @@ def signer(tmp_path):
     return certificates.Signer.load_or_create(tmp_path / certificates.KEY_FILE)
 
 
-@pytest.fixture
-def svc(tmp_path):
-    service = Service(tmp_path, f"sqlite:///{tmp_path / 'progress.sqlite'}")
-    yield service
-    service.close()
-
-
 def test_the_pass_rule_is_half_the_points_on_every_assignment():
     assert completion.PASS_FRACTION == 0.5
     rule = ("tokenization", "attention")

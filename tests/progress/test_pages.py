@@ -20,13 +20,6 @@ from .eventgen import T0, event_id
 from .pagesupport import Service, graded, released
 
 
-@pytest.fixture
-def svc(tmp_path):
-    service = Service(tmp_path, f"sqlite:///{tmp_path / 'progress.sqlite'}")
-    yield service
-    service.close()
-
-
 def cohort_events():
     now = time.time()
     return [
