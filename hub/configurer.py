@@ -30,6 +30,7 @@ def update_network(c, cfg: dict) -> None:
     c.JupyterHub.hub_ip = hub["hub_ip"]
     c.JupyterHub.hub_port = hub["hub_port"]
     c.JupyterHub.hub_connect_url = hub["hub_connect_url"]
+    c.JupyterHub.proxy_class = "hub.proxy.PrioritisedProxy"
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .slurm_cluster import port_in_use
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
-HUB_NICE = -5  # the hub's CPU priority over sessions on a shared machine (see start)
+HUB_NICE = -15  # the hub's CPU priority over sessions on a shared machine (see start, raise_session_priority)
 
 
 class HubError(RuntimeError):
@@ -88,7 +88,7 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
     env = {**os.environ, **(config_env or {})}
     # The hub and its proxy answer every learner's clicks; where sessions share the hub's machine
     # (the embedded one-node cluster), a burst of starting servers must not make them slow to
-    # answer. Sessions run at slurmd's priority (PropagatePrioProcess=0), the hub a little above.
+    # answer. Sessions run at slurmd's priority (PropagatePrioProcess=0), the hub above.
     argv = ["nice", "-n", str(HUB_NICE), str(exe), "-f", str(CONFIG_FILE)] if os.geteuid() == 0 else \
         [str(exe), "-f", str(CONFIG_FILE)]
     with open(log_file(cfg), "ab") as log:
@@ -96,6 +96,8 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
             argv, cwd=state, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
+    if os.geteuid() == 0:
+        raise_session_priority(proc.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -105,6 +107,21 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
         time.sleep(0.5)
     proc.terminate()
     raise HubError(f"JupyterHub did not answer within {timeout:.0f} s; see {log_file(cfg)}:\n{_tail(log_file(cfg))}")
+
+
+def raise_session_priority(pid: int) -> bool:
+    """Give the hub's session (hub, proxy, services) HUB_NICE against other sessions; True if set.
+
+    With the kernel's autogroup scheduling (Debian's default), CPU is shared between *sessions*
+    first and a process's nice only counts inside its own session. Every Slurm job is a session
+    of its own, so 30 starting servers took 30/31 of the CPU whatever the hub's nice was: the
+    session's own priority (/proc/<pid>/autogroup) is the one that ranks the hub above them.
+    """
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(HUB_NICE))
+    except OSError:
+        return False  # no autogroup (kernel without it, or turned off): nice alone applies
+    return True
 
 
 def stop(cfg: dict, timeout: float = 60) -> bool:

@@ -62,9 +62,15 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         assert r.status_code in (302, 403), r.status_code
         assert f"Learner progress:    http://127.0.0.1:{port}/services/academy-progress/" in first.stdout
         pid = re.search(r"JupyterHub started \(pid (\d+)\)", first.stdout).group(1)
-        # The hub runs ahead of sessions for the CPU (they share this machine), as does its proxy.
-        assert os.getpriority(os.PRIO_PROCESS, int(pid)) == -5
-        assert os.getpriority(os.PRIO_PROCESS, int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])) == -5
+        # The hub runs ahead of sessions for the CPU (they share this machine), as does its proxy:
+        # by nice, and by their sessions' (autogroups') nice, which is what ranks them against
+        # Slurm jobs, each a session of its own, where the kernel shares CPU by session first.
+        proxy = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        assert "configurable-http-proxy" in Path(f"/proc/{proxy}/cmdline").read_text()
+        for process in (int(pid), proxy):
+            assert os.getpriority(os.PRIO_PROCESS, process) == -15
+            if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+                assert Path(f"/proc/{process}/autogroup").read_text().split()[-2:] == ["nice", "-15"]
         second = academy("up", config=config)
         assert second.returncode == 0, second.stderr
         assert f"JupyterHub already running (pid {pid})" in second.stdout
