@@ -518,13 +518,14 @@ def make_standin_env(root: Path) -> tuple[Path, Path]:
     """(notebook_env for ours, the stand-in server executable shared by both hubs).
 
     ``<root>/standin-env/bin/python`` runs the real session env's Python (so ours' launcher,
-    spawners.launcher, is the real one); ``bin/jupyterhub-singleuser`` is standin_server.py.
+    spawners.launcher, is the real one); ``bin/academy-singleuser`` (what ours' spawner runs)
+    is standin_server.py, and so is the returned executable that stock runs.
     """
     env = root / "standin-env"
     (env / "bin").mkdir(parents=True, exist_ok=True)
     python = env / "bin" / "python"
     python.write_text(f'#!/bin/sh\nexec {NOTEBOOK_ENV}/bin/python "$@"\n')
-    server = env / "bin" / "jupyterhub-singleuser"
+    server = env / "bin" / "academy-singleuser"
     shutil.copy(BENCH_DIR / "standin_server.py", server)
     for p in (python, server):
         p.chmod(0o755)

@@ -223,7 +223,7 @@ def main() -> int:
                     f"{DEFAULTS['hub']['poll_interval']} s, reaper every {DEFAULTS['sessions']['reaper_interval']} s), "
                     "slurm.bin_dir "
                     "= wrapper dir, notebook_env = a stand-in env whose python is venv-notebook's and whose "
-                    "jupyterhub-singleuser is the stand-in, profile bench-1cpu, slurm.cluster_name=bench (job tag only)",
+                    "academy-singleuser is the stand-in, profile bench-1cpu, slurm.cluster_name=bench (job tag only)",
             "sdiag": "differences of slurmctld's cumulative RPC counters over the window; these count every client "
                      "of this slurmctld (other sessions' tests too), so the wrapper counts are the primary figure",
             "steps": steps, "window_s": args.window, "settle_s": args.settle,

@@ -74,7 +74,8 @@ def _notebook_env_fingerprint() -> str:
     # What the session environment holds of ours: the launcher, the session timer and the grader.
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
-    h.update((ROOT / "spawners" / "launcher.py").read_bytes())
+    for name in ("launcher.py", "singleuser.py", "nbgrader_lazy.py"):  # what runs in the session's server
+        h.update((ROOT / "spawners" / name).read_bytes())
     for path in sorted([*(ROOT / "docker" / "notebook" / "jupyter_server_config.d").glob("*.json"),
                         ROOT / "docker" / "notebook" / "labconfig" / "page_config.json"]):
         h.update(path.read_bytes())

@@ -111,7 +111,7 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     @default("cmd")
     def _cmd_default(self):
-        return [os.path.join(self.notebook_env, "bin", "jupyterhub-singleuser")]
+        return [os.path.join(self.notebook_env, "bin", "academy-singleuser")]  # spawners/singleuser.py
 
     @default("batch_script")
     def _batch_script_default(self):

@@ -1,0 +1,83 @@
+"""The session's server entry point (spawners/singleuser.py) skips JupyterLab's yarn lookup.
+
+Run with the notebook environment's Python (the hub's has no JupyterLab) and this checkout's
+``spawners`` first on sys.path. A ``node`` that records each call is first on PATH, as the real
+one is on a node that runs the hub's proxy: stock JupyterLab calls it while ``jupyterlab.labapp``
+is imported (the control case), the entry point must not, and JupyterLab must still work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hub import config as academy_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from spawners import singleuser
+patched = singleuser.skip_yarn_registry_lookup() if sys.argv[2] == "entry" else None
+import jupyterlab.labapp
+from jupyterlab.commands import AppOptions, get_app_info
+options = AppOptions()
+info = get_app_info(options)
+print(json.dumps({"patched": patched, "version": jupyterlab.labapp.app_version, "registry": options.registry,
+                  "app_dir": info["app_dir"], "core_extensions": info["core_extensions"],
+                  "disabled": sorted(info["disabled"])}))
+"""
+
+
+def run_probe(tmp_path: Path, mode: str) -> tuple[dict, list[str]]:
+    fake_bin = tmp_path / f"bin-{mode}"
+    fake_bin.mkdir()
+    calls = tmp_path / f"node-calls-{mode}.log"
+    node = fake_bin / "node"
+    # Answers like yarn with no configuration, after writing down that it was called.
+    node.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                    'echo \'{"type":"info","data":"yarn config"}\'\necho \'{"type":"inspect","data":{}}\'\n')
+    node.chmod(0o755)
+    python = Path(academy_config.load()["notebook_env"]) / "bin" / "python"
+    env = {**os.environ, "PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([str(python), "-c", PROBE, str(ROOT), mode], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), (calls.read_text().splitlines() if calls.exists() else [])
+
+
+@pytest.fixture(scope="module")
+def stock_and_entry(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("singleuser")
+    return run_probe(tmp, "stock"), run_probe(tmp, "entry")
+
+
+def test_stock_jupyterlab_runs_node_at_import(stock_and_entry):
+    (stock, stock_calls) = stock_and_entry[0]
+    assert stock["patched"] is None
+    assert len(stock_calls) >= 1 and stock_calls[0].endswith("yarn.js config --json")
+
+
+def test_entry_point_starts_no_node_and_jupyterlab_is_unchanged(stock_and_entry):
+    (stock, _), (entry, entry_calls) = stock_and_entry
+    assert entry["patched"] is True
+    assert entry_calls == []
+    # What the server serves is the same: JupyterLab's version, app directory, extensions and
+    # the plugins the platform turns off (nbgrader's trainer tools), and yarn's default
+    # registry, which is what the lookup answers here.
+    for key in ("version", "app_dir", "core_extensions", "disabled"):
+        assert entry[key] == stock[key], key
+    assert "@jupyter/nbgrader:formgrader" in entry["disabled"]
+    assert entry["registry"] == stock["registry"] == "https://registry.yarnpkg.com"
+
+
+def test_the_spawner_runs_the_entry_point():
+    from spawners.slurm_spawner import AcademySlurmSpawner
+
+    cmd = AcademySlurmSpawner(notebook_env="/opt/academy/venv-notebook").cmd
+    assert cmd == ["/opt/academy/venv-notebook/bin/academy-singleuser"]
