@@ -1,4 +1,4 @@
-"""The session's server entry point (spawners/singleuser.py) skips JupyterLab's yarn lookup.
+"""The session's server entry point (spawners/singleuser.py): no yarn lookup, no hub internals.
 
 Run with the notebook environment's Python (the hub's has no JupyterLab) and this checkout's
 ``spawners`` first on sys.path. A ``node`` that records each call is first on PATH, as the real
@@ -24,11 +24,20 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from spawners import singleuser
 patched = singleuser.skip_yarn_registry_lookup() if sys.argv[2] == "entry" else None
+if sys.argv[2] == "entry":
+    singleuser.keep_hub_internals_out()
+import jupyterhub.singleuser.extension
+hub_modules = {"alembic": "alembic" in sys.modules, "jupyterhub.handlers.base": "jupyterhub.handlers.base" in sys.modules,
+               # object.__getattribute__: looking must not be what loads it
+               "orm executed": "User" in object.__getattribute__(sys.modules["jupyterhub.orm"], "__dict__")}
+import jupyterhub.orm
+hub_modules["orm on use"] = jupyterhub.orm.User.__tablename__
 import jupyterlab.labapp
 from jupyterlab.commands import AppOptions, get_app_info
 options = AppOptions()
 info = get_app_info(options)
-print(json.dumps({"patched": patched, "version": jupyterlab.labapp.app_version, "registry": options.registry,
+print(json.dumps({"patched": patched, "hub_modules": hub_modules,
+                  "version": jupyterlab.labapp.app_version, "registry": options.registry,
                   "app_dir": info["app_dir"], "core_extensions": info["core_extensions"],
                   "disabled": sorted(info["disabled"])}))
 """
@@ -74,6 +83,18 @@ def test_entry_point_starts_no_node_and_jupyterlab_is_unchanged(stock_and_entry)
         assert entry[key] == stock[key], key
     assert "@jupyter/nbgrader:formgrader" in entry["disabled"]
     assert entry["registry"] == stock["registry"] == "https://registry.yarnpkg.com"
+
+
+def test_stock_singleuser_imports_the_hubs_handlers_and_database_code(stock_and_entry):
+    (stock, _) = stock_and_entry[0]
+    assert stock["hub_modules"] == {"alembic": True, "jupyterhub.handlers.base": True, "orm executed": True,
+                                    "orm on use": "users"}
+
+
+def test_entry_point_leaves_the_hubs_handlers_out_and_loads_its_models_only_on_use(stock_and_entry):
+    (entry, _) = stock_and_entry[1]
+    assert entry["hub_modules"] == {"alembic": False, "jupyterhub.handlers.base": False, "orm executed": False,
+                                    "orm on use": "users"}
 
 
 def test_the_spawner_runs_the_entry_point():
