@@ -372,6 +372,25 @@ class Learner:
         r.raise_for_status()
         return (r.json().get("servers") or {}).get("")
 
+    def wait_ready(self, timeout: float) -> tuple[bool, str]:
+        """Follow the hub's spawn progress stream until it says ready or failed: (ready, message).
+
+        This is what a learner's browser does after pressing start: the spawn-pending page's
+        EventSource reads GET /hub/api/users/<name>/server/progress (server-sent events).
+        """
+        with self.api("GET", f"/users/{self.name}/server/progress", timeout=(60, timeout), stream=True) as r:
+            if r.status_code != 200:
+                return False, f"progress: {r.status_code} {r.text[:200]}"
+            for line in r.iter_lines(decode_unicode=True):
+                if not line or not line.startswith("data:"):
+                    continue  # keepalives and blank separators
+                event = json.loads(line[len("data:"):])
+                if event.get("ready"):
+                    return True, event.get("message", "")
+                if event.get("failed"):
+                    return False, event.get("message", "")
+        return False, "the progress stream ended without ready or failed"
+
     def start(self, body: dict | None = None) -> requests.Response:
         return self.api("POST", f"/users/{self.name}/server", json=body or {}, timeout=600)
 

@@ -1,9 +1,10 @@
 """A burst: 30 learners press start at once, on stock batchspawner (ANCHOR) and the academy hub (OURS).
 
 For each hub: 30 benchmark users (bench01..bench30, real Unix users, hub group `bench`) are
-logged in; then all 30 POST /hub/api/users/<u>/server at the same instant. Each one polls its
-own GET /hub/api/users/<u> every second until servers[""].ready (or until the hub gives up),
-then makes one GET through the proxy to /user/<u>/api/status. Measured: how many became ready,
+logged in; then all 30 POST /hub/api/users/<u>/server at the same instant. Each one then follows
+the hub's progress stream, GET /hub/api/users/<u>/server/progress (server-sent events, what the
+spawn-pending page's EventSource reads), until it says ready (or failed), then makes one GET
+through the proxy to /user/<u>/api/status. Measured: how many became ready,
 the time until all were ready, and the hub API's latency during the burst (a separate client
 GETs /hub/api/users/<u> every 100 ms; p50/p95/max).
 
@@ -31,7 +32,7 @@ import traceback
 import common
 from common import AnchorHub, Learner, OursHub, log
 
-HUB_LOAD_POLL_S = 1.0
+RECONNECT_S = 1.0  # a dropped stream is reopened after 1 s (a browser's EventSource waits about 3 s)
 
 
 class ApiProbe(threading.Thread):
@@ -83,21 +84,21 @@ def one_learner(learner: Learner, body: dict, barrier: threading.Barrier, t0_box
             out["error"] = f"start refused: {r.status_code} {r.text[:200]}"
             out["done_s"] = round(time.monotonic() - t0, 3)
             return
+        # The learner waits on the spawn-pending page, whose EventSource follows the hub's
+        # progress stream; a dropped stream is reopened, as the browser's EventSource does.
         while time.monotonic() - t0 < deadline_s:
             try:
-                server = learner.server()
-            except Exception as e:  # noqa: BLE001 - the hub may be slow; keep asking
-                out["poll_errors"] = out.get("poll_errors", 0) + 1
-                out["last_poll_error"] = str(e)[:200]
-                time.sleep(HUB_LOAD_POLL_S)
+                ready, message = learner.wait_ready(timeout=deadline_s - (time.monotonic() - t0))
+            except Exception as e:  # noqa: BLE001 - the hub may be slow; reconnect
+                out["stream_errors"] = out.get("stream_errors", 0) + 1
+                out["last_stream_error"] = str(e)[:200]
+                time.sleep(RECONNECT_S)
                 continue
-            if server and server.get("ready"):
+            if ready:
                 out["ready_s"] = round(time.monotonic() - t0, 3)
-                break
-            if server is None:
-                out["error"] = "the hub gave up on the server (spawn failed)"
-                break
-            time.sleep(HUB_LOAD_POLL_S)
+            else:
+                out["error"] = f"the hub gave up on the server: {message[:200]}"
+            break
         else:
             out["error"] = f"not ready after {deadline_s} s"
         if "ready_s" in out:
@@ -296,7 +297,8 @@ def main() -> int:
                       "1 CPU + DefMemPerCPU 1000 MB, env /opt/academy/venv-anchor",
             "ours": "academy hub, profile bench-1cpu (cpu, 1 CPU, 1G) added in the override for group `bench`, "
                     "env /opt/academy/venv-notebook, slurm.cluster_name=bench (job tag only)",
-            "readiness_poll_s": HUB_LOAD_POLL_S, "api_probe": f"GET /hub/api/users/<u> every {args.api_interval} s",
+            "readiness": "each learner follows GET /hub/api/users/<u>/server/progress (server-sent events) "
+                         "until ready or failed, as the spawn-pending page's EventSource does", "api_probe": f"GET /hub/api/users/<u> every {args.api_interval} s",
             "floor": "bare `jupyter server` per user (as that user, HOME = their home), no hub, no Slurm; "
                      "time until all answer GET /api/status",
         },
