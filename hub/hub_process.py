@@ -94,7 +94,7 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
     with open(log_file(cfg), "ab") as log:
         proc = subprocess.Popen(
             argv, cwd=state, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL, env=env, start_new_session=True, preexec_fn=_default_interrupt,
         )
     if os.geteuid() == 0:
         raise_session_priority(proc.pid)
@@ -107,6 +107,18 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
         time.sleep(0.5)
     proc.terminate()
     raise HubError(f"JupyterHub did not answer within {timeout:.0f} s; see {log_file(cfg)}:\n{_tail(log_file(cfg))}")
+
+
+def _default_interrupt() -> None:
+    """In the hub's process, before exec: SIGINT back to its default action.
+
+    A shell starts background commands (`nohup academy up &`, a CI script's `&`) with SIGINT
+    ignored, and an ignored signal stays ignored across exec. JupyterHub starts its services
+    before it installs its own handlers, so they inherited the ignore, and it stops them with
+    SIGINT first: each took 15 s to stop, `academy down` gave up on the hub after 60 s and
+    left the proxy and the services running.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def raise_session_priority(pid: int) -> bool:

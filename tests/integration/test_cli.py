@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,12 +23,20 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def academy(*args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+def academy(*args: str, config: Path | None = None, as_background_job: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ}
     if config is not None:
         env["ACADEMY_CONFIG"] = str(config)
     argv = [str(ROOT / "academy"), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd="/")
+    # A shell's background job (`nohup academy up &`) starts with SIGINT and SIGQUIT ignored.
+    background = (lambda: [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]) \
+        if as_background_job else None
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd="/", preexec_fn=background)
+
+
+def ignores_sigint(pid: int) -> bool:
+    mask = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask.split()[1], 16) & (1 << (signal.SIGINT - 1)))
 
 
 def write_config(tmp_path: Path, **hub) -> Path:
@@ -46,7 +55,7 @@ def write_config(tmp_path: Path, **hub) -> Path:
 def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
     config = write_config(tmp_path)
     port = yaml.safe_load(config.read_text())["hub"]["port"]
-    first = academy("up", config=config)
+    first = academy("up", config=config, as_background_job=True)
     try:
         assert first.returncode == 0, first.stderr
         assert f"open http://127.0.0.1:{port}/" in first.stdout
@@ -71,6 +80,11 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
             assert os.getpriority(os.PRIO_PROCESS, process) == -15
             if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
                 assert Path(f"/proc/{process}/autogroup").read_text().split()[-2:] == ["nice", "-15"]
+        # Started as a background job, yet the hub's services can be interrupted: JupyterHub stops
+        # them with SIGINT first, and `academy down` below must leave nothing running.
+        services = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[1:]]
+        assert len(services) == 4, services  # exchange, progress, reaper, idle culler
+        assert [s for s in services if ignores_sigint(s)] == []
         second = academy("up", config=config)
         assert second.returncode == 0, second.stderr
         assert f"JupyterHub already running (pid {pid})" in second.stdout
@@ -79,6 +93,8 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         down = academy("down", config=config)
     assert down.returncode == 0, down.stderr
     assert "JupyterHub stopped" in down.stdout
+    for process in [int(pid), proxy, *services]:
+        assert not Path(f"/proc/{process}").exists() or "zombie" in Path(f"/proc/{process}/status").read_text(), process
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/hub/api/", timeout=5)
 
