@@ -1,4 +1,4 @@
-"""The session's server: JupyterHub's ``jupyterhub-singleuser``, without one start-up waste.
+"""The session's server: JupyterHub's ``jupyterhub-singleuser``, without two start-up wastes.
 
 Importing ``jupyterlab.labapp`` computes JupyterLab's app version, and the ``AppOptions`` it
 builds for that look up npm's registry by running ``node yarn.js config --json`` whenever
@@ -68,7 +68,7 @@ class _LazyHubModules(importlib.abc.MetaPathFinder):
         return spec
 
 
-# jupyterhub.services.auth and jupyterhub.scopes import the database models by name but use
+# jupyterhub.scopes, .roles and .metrics import the database models by name but use
 # them only in the hub's own code paths (database lookups); in a single-user server nothing
 # touches them, and if something does, LazyLoader imports them then.
 LAZY_HUB_MODULES = frozenset({"jupyterhub.orm"})
