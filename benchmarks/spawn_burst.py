@@ -298,7 +298,8 @@ def main() -> int:
             "ours": "academy hub, profile bench-1cpu (cpu, 1 CPU, 1G) added in the override for group `bench`, "
                     "env /opt/academy/venv-notebook, slurm.cluster_name=bench (job tag only)",
             "readiness": "each learner follows GET /hub/api/users/<u>/server/progress (server-sent events) "
-                         "until ready or failed, as the spawn-pending page's EventSource does", "api_probe": f"GET /hub/api/users/<u> every {args.api_interval} s",
+                         "until ready or failed, as the spawn-pending page's EventSource does",
+            "api_probe": f"GET /hub/api/users/<u> every {args.api_interval} s",
             "floor": "bare `jupyter server` per user (as that user, HOME = their home), no hub, no Slurm; "
                      "time until all answer GET /api/status",
         },
