@@ -536,9 +536,9 @@ def bare_server_floor(env: Path, users: list[str], timeout: float = 300) -> dict
 def make_standin_env(root: Path) -> tuple[Path, Path]:
     """(notebook_env for ours, the stand-in server executable shared by both hubs).
 
-    ``<root>/standin-env/bin/python`` runs the real session env's Python (so ours' launcher,
-    spawners.launcher, is the real one); ``bin/academy-singleuser`` (what ours' spawner runs)
-    is standin_server.py, and so is the returned executable that stock runs.
+    ``<root>/standin-env/bin/python`` runs the real session env's Python;
+    ``bin/academy-singleuser`` (what ours' spawner runs) is standin_server.py, and so is the
+    returned executable that stock runs.
     """
     env = root / "standin-env"
     (env / "bin").mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ So that 50 sessions fit a 2-core machine, the job runs a lightweight stand-in se
 (benchmarks/standin_server.py) instead of JupyterLab, for both hubs; everything on the hub
 side (submission, start-up polling, the hub's periodic poll, ours' batched monitor and
 reaper) is the real code. Stock runs it through `srun batchspawner-singleuser` from
-/opt/academy/venv-anchor; ours through its launcher (spawners.launcher) from
-/opt/academy/venv-notebook's Python.
+/opt/academy/venv-anchor; ours runs it as the batch script runs the project's entry point
+(`python -I academy-singleuser --academy-report-port`), with /opt/academy/venv-notebook's
+Python, and the stand-in reports its port as the entry point does.
 
     /opt/academy/venv-hub/bin/python benchmarks/scheduler_load.py [--steps 10,50] [--window 120] [--settle 30]
 

@@ -8,17 +8,22 @@ and proxy route work. Both hubs run this same file:
 
 - stock batchspawner: ``srun batchspawner-singleuser <this file> ...`` (run_path executes it
   inside batchspawner-singleuser's Python after the port was reported);
-- the academy launcher: ``python -m spawners.launcher -- <this file> --port=N ...`` (exec'd).
+- ours: ``python -I <this file> --academy-report-port ...``, as the batch script runs the
+  project's entry point (the stand-in env names this file ``academy-singleuser``); like the entry
+  point, it listens on a port of its own choosing and reports it to the hub itself.
 
-Either way the address is in $JUPYTERHUB_SERVICE_URL. Standard library only.
+Standard library only.
 """
 
 import json
 import os
 import signal
 import sys
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
+
+REPORT_PORT_FLAG = "--academy-report-port"  # spawners/singleuser.py
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,13 +47,26 @@ def address() -> tuple[str, int]:
     for arg in sys.argv[1:]:
         if arg.startswith("--port="):
             port = int(arg.split("=", 1)[1])
-    if not port:
+    if REPORT_PORT_FLAG in sys.argv:
+        port = 0  # ours: any free port, reported below
+    elif not port:
         raise SystemExit("standin_server: no port in $JUPYTERHUB_SERVICE_URL or --port=")
     return host, port
 
 
+def report_port(port: int) -> None:
+    """What the project's entry point does once it serves (spawners/singleuser.py)."""
+    request = urllib.request.Request(
+        os.environ["JUPYTERHUB_API_URL"].rstrip("/") + "/academy/port", data=json.dumps({"port": port}).encode(),
+        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"},
+        method="POST")
+    urllib.request.urlopen(request, timeout=30).close()
+
+
 def main() -> None:
     server = ThreadingHTTPServer(address(), Handler)
+    if REPORT_PORT_FLAG in sys.argv:
+        report_port(server.server_address[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"standin_server listening on {server.server_address}", file=sys.stderr, flush=True)
     try:

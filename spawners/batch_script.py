@@ -11,6 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .options import SessionRequest
+from .singleuser import REPORT_PORT_FLAG
 
 TEMPLATE = "batch_script.sh.j2"
 _env = Environment(
@@ -35,9 +36,17 @@ class BatchScriptValues:
         return os.path.join(self.homedir, ".academy", "logs")
 
 
+ENTRY_POINT = "academy-singleuser"  # spawners/singleuser.py, the spawner's default command
+
+
 def launch_command(values: BatchScriptValues) -> str:
     python = os.path.join(values.notebook_env, "bin", "python")
-    # -I: isolated mode, so the launcher ignores PYTHON* variables and the user site.
+    entry_point = os.path.join(values.notebook_env, "bin", ENTRY_POINT)
+    # -I: isolated mode, so Python ignores PYTHON* variables and the user site.
+    if values.server_argv[:1] == [entry_point]:
+        # The project's entry point holds its port and reports it itself: no launcher process.
+        return shlex.join([python, "-I", entry_point, REPORT_PORT_FLAG, *values.server_argv[1:]])
+    # Any other server command: the launcher finds it a port and reports it once it listens.
     return shlex.join([python, "-I", "-m", "spawners.launcher", "--", *values.server_argv])
 
 

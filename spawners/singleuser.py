@@ -14,17 +14,32 @@ The single-user extension also imports the hub's own request handlers and databa
 import ``jupyterhub.orm``, which imports alembic, mako and pygments' lexers): a third of a CPU
 second per start for code only the hub runs. ``keep_hub_internals_out`` leaves them out.
 
-Installed into the notebook environment as ``academy-singleuser``; the spawner runs it through
-``spawners.launcher``. Import-light like the rest of ``spawners``.
+In a session job it also does what ``spawners.launcher`` does for any other command, without a
+process of its own (a second Python start per session, and a process that lives as long as the
+session): started with ``--academy-report-port`` it listens on a port it holds from the start
+and tells the hub that port once it serves (``report_port_when_serving``).
+
+Installed into the notebook environment as ``academy-singleuser``; the batch script runs it.
+Import-light like the rest of ``spawners``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
+import os
+import socket
 import sys
 import types
+from urllib.parse import urlparse, urlunparse
+
+# The first argument that makes the entry point hold its port and report it (batch_script.py).
+REPORT_PORT_FLAG = "--academy-report-port"
+PORT_REPORT_PATH = "academy/port"  # hub side: spawners/port_report.py
+REPORT_ATTEMPTS = 5
 
 # What JupyterLab's lookup answers when yarn has no configuration: its own default registry.
 NO_YARN_CONFIG = {"yarn config": {}, "npm config": {}}
@@ -92,12 +107,99 @@ def keep_hub_internals_out() -> None:
     sys.meta_path.insert(0, _LazyHubModules(LAZY_HUB_MODULES))
 
 
-def main(argv: list[str] | None = None) -> None:
+def hold_port(host: str) -> socket.socket:
+    """A listening socket on a port the kernel picked for this server alone.
+
+    Held from the first moment, so no other session on the node can be handed the same port
+    while this one imports (the launcher's pick-then-bind has that window and retries instead).
+    Connections made before the server runs wait in the backlog.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def report_port(api_url: str, token: str, port: int, log) -> str:
+    """POST the port to the hub; '' once accepted, else why not (the server must then stop)."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+    request = HTTPRequest(f"{api_url.rstrip('/')}/{PORT_REPORT_PATH}", method="POST",
+                          body=json.dumps({"port": port}), request_timeout=10,
+                          headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    for attempt in range(1, REPORT_ATTEMPTS + 1):
+        try:
+            await AsyncHTTPClient().fetch(request)
+            return ""
+        except HTTPClientError as e:
+            if e.code != 599:  # the hub answered: a refusal is final (it no longer waits for us)
+                body = e.response.body[:200] if e.response is not None and e.response.body else b""
+                return f"the hub refused the port report: {e.code} {body!r}"
+            log.warning("academy: hub not reachable yet (%s); attempt %d of %d", e, attempt, REPORT_ATTEMPTS)
+        except OSError as e:
+            log.warning("academy: hub not reachable yet (%s); attempt %d of %d", e, attempt, REPORT_ATTEMPTS)
+        await asyncio.sleep(0.5 * attempt)
+    return "could not reach the hub to report the port"
+
+
+def report_port_when_serving() -> list[str]:
+    """Serve on a held port and report it to the hub once serving; returns the failure, if any.
+
+    The single-user extension takes the server's port from ``$JUPYTERHUB_SERVICE_URL`` and
+    forbids retries, so the URL gets the held port, and the server app adopts the held socket
+    instead of binding a new one. If the hub refuses the report (it gave up on this start, or
+    the token is not this server's), the server stops and the job ends with the reason.
+    """
+    from jupyter_server.serverapp import ServerApp
+    from jupyterhub.singleuser.extension import JupyterHubSingleUser
+
+    service_url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    host = service_url.hostname or "127.0.0.1"
+    held = hold_port(host)
+    port = held.getsockname()[1]
+    os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service_url._replace(netloc=f"{host}:{port}"))
+    failure: list[str] = []
+
+    class HeldPortServerApp(ServerApp):
+        def _find_http_port(self) -> None:  # the port is already ours: nothing to look for
+            self.port = port
+
+        def _bind_http_server_tcp(self) -> bool:
+            self.http_server.add_sockets([held])
+            self.io_loop.add_callback(self._report)
+            return True
+
+        async def _report(self) -> None:
+            why = await report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port,
+                                    self.log)
+            if why:
+                failure.append(why)
+                self.log.critical("academy: %s; stopping", why)
+                self.stop()
+            else:
+                self.log.info("academy: serving on %s:%s, reported to the hub", host, port)
+
+    JupyterHubSingleUser.serverapp_class = HeldPortServerApp
+    return failure
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     skip_yarn_registry_lookup()
     keep_hub_internals_out()
+    failure: list[str] = []
+    if argv[:1] == [REPORT_PORT_FLAG]:
+        argv = argv[1:]
+        failure = report_port_when_serving()
     from jupyterhub.singleuser import main as singleuser_main
 
     singleuser_main(argv)
+    if failure:
+        print(f"academy-singleuser: {failure[0]}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

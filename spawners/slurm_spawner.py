@@ -458,6 +458,13 @@ class AcademySlurmSpawner(SlurmSpawner):
 
     async def smaller_profile_suggestion(self) -> str:
         """Name a profile of this learner that Slurm would start sooner, if there is one."""
+        try:
+            return await self._smaller_profile_suggestion()
+        except Exception:  # a hint must never end the progress stream or hide the real message
+            self.log.exception("Looking for a smaller profile for %s failed", self.user.name)
+            return ""
+
+    async def _smaller_profile_suggestion(self) -> str:
         current = getattr(self, "session_profile", None)
         if current is None:
             return ""

@@ -8,9 +8,11 @@ import random
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -164,3 +166,43 @@ def run_in_kernel(hub: Hub, user: str, token: str, code: str, timeout: float = 6
     finally:
         ws.close()
         requests.delete(f"{base}/{kernel_id}", headers=headers, timeout=30)
+
+
+class FakeHub:
+    """The hub's API as a starting session's server sees it: version check, activity, port report.
+
+    ``port_answer`` is the status the port report gets (201 accepted, 409 the hub gave up).
+    """
+
+    def __init__(self, port_answer: int = 201):
+        self.reports: list[tuple[dict, str]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("X-JupyterHub-Version", "6.1.1")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802 - the server's version check
+                self._answer(200, {"version": "6.1.1"})
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if self.path == "/hub/api/academy/port":
+                    hub.reports.append((body, self.headers.get("Authorization", "")))
+                    self._answer(port_answer, {"port": body.get("port")} if port_answer == 201 else
+                                 {"message": "This server is not waiting for a port report."})
+                else:  # activity
+                    self._answer(200, {})
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()

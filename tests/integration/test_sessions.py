@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -163,6 +164,10 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     assert f"academy: job {job['id']}" in job_log and "CUDA_VISIBLE_DEVICES=0" in job_log
     # nbgrader's server side loaded when the Assignments list was first asked for, not at start.
     assert "nbgrader's assignment list and validation load on first use" in job_log
+    # The server in the job held its own port and reported it: no launcher process in between.
+    port = re.search(rf"Session job {job['id']} of learner1 is at [^:]+:(\d+)", hub.log).group(1)
+    assert f"serving on 127.0.0.1:{port}, reported to the hub" in job_log
+    assert "academy-singleuser --academy-report-port" in script and "spawners.launcher" not in script
     slurm_logs = "".join((Path(hub.cfg["slurm"]["log_dir"]) / f).read_text(errors="replace")
                          for f in ("slurmctld.log", "slurmd.log"))
     for where, text in (("batch script", script), ("scontrol show job", shown), ("hub log", hub.log),
@@ -179,6 +184,14 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     # ... counted for the course chosen on the spawn form (the trainer's cohort page sums these).
     added = gpu_hours(hub, learner, "hpc-101") - course_hours_before
     assert added == pytest.approx(gpu_hours(hub, learner) - hours_before, abs=1e-3) and added > 0
+
+
+def test_hub_database_commits_through_a_write_ahead_log(hub, learner):
+    # One fsync per commit instead of several (hub/hub_db.py); the mode is stored in the file.
+    db = Path(hub.cfg["hub"]["state_dir"]) / "jupyterhub.sqlite"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert learner.api("GET", "/users/learner1").status_code == 200  # and the hub works on it
 
 
 def test_two_gpu_profile_gets_two_devices(hub, login):

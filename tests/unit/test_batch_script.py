@@ -94,6 +94,26 @@ def test_launcher_command_is_quoted():
                      script, re.M)
 
 
+def test_the_projects_entry_point_reports_its_own_port_without_a_launcher():
+    entry = "/opt/academy/venv-notebook/bin/academy-singleuser"
+    values = BatchScriptValues(**{**VALUES.__dict__, "server_argv": [entry, "--debug"]})
+    script = render_batch_script(values, validate_user_options({}, PROFILES))
+    assert re.search(rf"^exec /opt/academy/venv-notebook/bin/python -I {entry} --academy-report-port --debug$",
+                     script, re.M)
+    assert "spawners.launcher" not in script
+    # The same name from another environment is just another command: it gets the launcher.
+    values = BatchScriptValues(**{**VALUES.__dict__, "server_argv": ["/opt/other/bin/academy-singleuser"]})
+    assert "-m spawners.launcher -- /opt/other/bin/academy-singleuser" in render_batch_script(
+        values, validate_user_options({}, PROFILES))
+
+
+def test_a_script_without_a_server_command_renders():
+    # The smaller-profile check (sbatch --test-only) renders a script that never runs a server.
+    values = BatchScriptValues(**{**VALUES.__dict__, "server_argv": []})
+    script = render_batch_script(values, validate_user_options({}, PROFILES))
+    assert "#SBATCH --partition=gpu" in script
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./academy and .ci/run")
 @pytest.mark.parametrize("key", [p.key for p in PROFILES])
 def test_rendered_script_passes_shellcheck(key, tmp_path):

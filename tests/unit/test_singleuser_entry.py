@@ -17,6 +17,8 @@ import pytest
 
 from hub import config as academy_config
 
+from ..support import FakeHub
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
@@ -102,3 +104,65 @@ def test_the_spawner_runs_the_entry_point():
 
     cmd = AcademySlurmSpawner(notebook_env="/opt/academy/venv-notebook").cmd
     assert cmd == ["/opt/academy/venv-notebook/bin/academy-singleuser"]
+
+
+# -- --academy-report-port: the server holds its port and reports it itself -----------------
+
+def start_session_server(tmp_path: Path, hub: FakeHub, token: str) -> subprocess.Popen:
+    """The command a session's batch script runs (spawners/batch_script.py), this checkout first."""
+    env_dir = Path(academy_config.load()["notebook_env"])
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": f"{env_dir}/bin:/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(ROOT),
+           "JUPYTERHUB_API_TOKEN": token, "JUPYTERHUB_API_URL": hub.url, "JUPYTERHUB_USER": "learner1",
+           "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-learner1", "JUPYTERHUB_SERVICE_PREFIX": "/user/learner1/",
+           "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:0/user/learner1/",
+           "JUPYTERHUB_OAUTH_CALLBACK_URL": "/user/learner1/oauth_callback", "JUPYTERHUB_ACTIVITY_URL": ""}
+    # Not -I here: this checkout's spawners must come first (PYTHONPATH), not the installed copy.
+    return subprocess.Popen([str(env_dir / "bin" / "python"), "-m", "spawners.singleuser", "--academy-report-port",
+                             "--allow-root"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_reports(hub: FakeHub, server: subprocess.Popen, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not hub.reports and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_entry_point_reports_the_port_it_serves_on(tmp_path):
+    import requests
+
+    hub, token = FakeHub(201), "t" * 40
+    server = start_session_server(tmp_path, hub, token)
+    try:
+        wait_reports(hub, server)
+        assert len(hub.reports) == 1, server.poll()
+        body, auth = hub.reports[0]
+        assert set(body) == {"port"} and auth == f"token {token}"  # the port and nothing else
+        # What the hub then proxies to: this server, answering at once on the reported port.
+        r = requests.get(f"http://127.0.0.1:{body['port']}/user/learner1/api", timeout=10)
+        assert r.status_code == 200 and "version" in r.json()
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+    assert f"serving on 127.0.0.1:{body['port']}, reported to the hub" in out
+    assert token not in out
+
+
+def test_entry_point_stops_when_the_hub_refuses_its_port(tmp_path):
+    import socket
+
+    hub = FakeHub(409)  # the hub gave up on this start (or the token is not this server's)
+    server = start_session_server(tmp_path, hub, "t" * 40)
+    try:
+        out = server.communicate(timeout=60)[0]
+    finally:
+        server.kill()
+    assert len(hub.reports) == 1
+    assert server.returncode == 1
+    assert "the hub refused the port report: 409" in out
+    with pytest.raises(OSError):  # nothing is left listening on the port it held
+        socket.create_connection(("127.0.0.1", hub.reports[0][0]["port"]), timeout=2).close()
