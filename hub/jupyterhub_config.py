@@ -7,7 +7,8 @@ stops the hub here, before anything listens, with a message naming the key.
 import sys
 
 from hub.config import ConfigError, load
-from hub.configurer import apply_config
+from hub.configurer import apply_config, db_url
+from hub.hub_db import sqlite_in_wal_mode
 
 try:
     _cfg = load()
@@ -16,3 +17,5 @@ except ConfigError as _e:
     sys.exit(2)
 
 apply_config(c, _cfg)  # noqa: F821 - `c` is provided by JupyterHub
+if db_url(_cfg).startswith("sqlite"):
+    sqlite_in_wal_mode()
