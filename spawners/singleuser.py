@@ -85,8 +85,9 @@ class _LazyHubModules(importlib.abc.MetaPathFinder):
 
 # jupyterhub.scopes, .roles and .metrics import the database models by name but use
 # them only in the hub's own code paths (database lookups); in a single-user server nothing
-# touches them, and if something does, LazyLoader imports them then.
-LAZY_HUB_MODULES = frozenset({"jupyterhub.orm"})
+# touches them, and if something does, LazyLoader imports them then. The same holds for
+# jupyterhub.roles, which scopes imports for the hub's role lookups.
+LAZY_HUB_MODULES = frozenset({"jupyterhub.orm", "jupyterhub.roles"})
 
 
 def keep_hub_internals_out() -> None:
@@ -105,6 +106,76 @@ def keep_hub_internals_out() -> None:
     handlers.pages = pages
     sys.modules.update({"jupyterhub.handlers": handlers, "jupyterhub.handlers.pages": pages})
     sys.meta_path.insert(0, _LazyHubModules(LAZY_HUB_MODULES))
+
+
+class _StandIn(types.ModuleType):
+    """Named as a module while other modules import it; any attribute loads and forwards to the real one."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or sys.modules.get(self.__name__) is self:
+            raise AttributeError(f"{self.__name__}.{name}: the real module is not loaded yet")
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+class _StandInSQLAlchemyError(Exception):
+    """``jupyterhub.utils.SQLAlchemyError`` until SQLAlchemy is really imported (then the real one)."""
+
+
+class _WhenImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs ``then(module)`` right after the named module is really imported, whoever imports it."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then, self.loader = name, then, None
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.then(module)
+
+
+def keep_database_layer_out() -> None:
+    """SQLAlchemy is imported only if something in the server uses it (the hub's modules do not).
+
+    ``jupyterhub.utils`` imports ``SQLAlchemyError`` for a decorator of the hub's own handlers and
+    ``jupyterhub.scopes`` imports ``sqlalchemy`` for the hub's database lookups: a session's
+    server never runs either, yet pays for the whole of SQLAlchemy at start (0.12 CPU-seconds,
+    times every learner pressing start at once). Both modules are imported here with stand-ins
+    in ``sys.modules``, which are then removed: ``import sqlalchemy`` anywhere later (nbgrader's
+    gradebook, a hub database lookup) imports the real one, ``scopes.sa`` forwards to it, and the
+    moment it is imported ``jupyterhub.utils.SQLAlchemyError`` becomes the real class, so no real
+    SQLAlchemy error can ever meet the stand-in.
+
+    Must run after ``keep_hub_internals_out`` (the database models stay lazy) and before
+    ``jupyterhub.singleuser`` is imported.
+    """
+    if "sqlalchemy" in sys.modules or "jupyterhub.utils" in sys.modules:
+        return  # already imported for real: nothing left to save
+    exc = types.ModuleType("sqlalchemy.exc")
+    exc.SQLAlchemyError = _StandInSQLAlchemyError
+    stand_ins = {"sqlalchemy": _StandIn("sqlalchemy"), "sqlalchemy.exc": exc}
+    sys.modules.update(stand_ins)
+    try:
+        import jupyterhub.scopes  # noqa: F401  (imports jupyterhub.utils too)
+        import jupyterhub.utils
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+    def use_the_real_error(real_exc) -> None:
+        jupyterhub.utils.SQLAlchemyError = real_exc.SQLAlchemyError
+
+    sys.meta_path.insert(0, _WhenImported("sqlalchemy.exc", use_the_real_error))
 
 
 def hold_port(host: str) -> socket.socket:
@@ -189,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     skip_yarn_registry_lookup()
     keep_hub_internals_out()
+    keep_database_layer_out()
     failure: list[str] = []
     if argv[:1] == [REPORT_PORT_FLAG]:
         argv = argv[1:]

@@ -28,13 +28,20 @@ from spawners import singleuser
 patched = singleuser.skip_yarn_registry_lookup() if sys.argv[2] == "entry" else None
 if sys.argv[2] == "entry":
     singleuser.keep_hub_internals_out()
+    singleuser.keep_database_layer_out()
 import jupyterhub.singleuser.extension
+import jupyterlab.labapp
 hub_modules = {"alembic": "alembic" in sys.modules, "jupyterhub.handlers.base": "jupyterhub.handlers.base" in sys.modules,
                # object.__getattribute__: looking must not be what loads it
-               "orm executed": "User" in object.__getattribute__(sys.modules["jupyterhub.orm"], "__dict__")}
+               "orm executed": "User" in object.__getattribute__(sys.modules["jupyterhub.orm"], "__dict__"),
+               "sqlalchemy": "sqlalchemy" in sys.modules}
 import jupyterhub.orm
 hub_modules["orm on use"] = jupyterhub.orm.User.__tablename__
-import jupyterlab.labapp
+# Once SQLAlchemy is in (the models loaded it), the hub's modules hold the real thing.
+import sqlalchemy, jupyterhub.roles, jupyterhub.scopes, jupyterhub.utils
+hub_modules["real sqlalchemy after"] = (jupyterhub.utils.SQLAlchemyError is sqlalchemy.exc.SQLAlchemyError
+                                        and jupyterhub.scopes.sa.inspect is sqlalchemy.inspect
+                                        and jupyterhub.roles.func is sqlalchemy.func)
 from jupyterlab.commands import AppOptions, get_app_info
 options = AppOptions()
 info = get_app_info(options)
@@ -87,16 +94,16 @@ def test_entry_point_starts_no_node_and_jupyterlab_is_unchanged(stock_and_entry)
     assert entry["registry"] == stock["registry"] == "https://registry.yarnpkg.com"
 
 
-def test_stock_singleuser_imports_the_hubs_handlers_and_database_code(stock_and_entry):
+def test_stock_singleuser_imports_the_hubs_handlers_and_database_layer(stock_and_entry):
     (stock, _) = stock_and_entry[0]
     assert stock["hub_modules"] == {"alembic": True, "jupyterhub.handlers.base": True, "orm executed": True,
-                                    "orm on use": "users"}
+                                    "sqlalchemy": True, "orm on use": "users", "real sqlalchemy after": True}
 
 
-def test_entry_point_leaves_the_hubs_handlers_out_and_loads_its_models_only_on_use(stock_and_entry):
+def test_entry_point_leaves_the_hubs_handlers_and_sqlalchemy_out_and_loads_them_only_on_use(stock_and_entry):
     (entry, _) = stock_and_entry[1]
     assert entry["hub_modules"] == {"alembic": False, "jupyterhub.handlers.base": False, "orm executed": False,
-                                    "orm on use": "users"}
+                                    "sqlalchemy": False, "orm on use": "users", "real sqlalchemy after": True}
 
 
 def test_the_spawner_runs_the_entry_point():
