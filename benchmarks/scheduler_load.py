@@ -81,6 +81,35 @@ def count_ready(learners: list) -> int:
     return n
 
 
+WINDOW_FIGURES = ("squeue_per_minute", "slurm_rpcs_per_minute", "sdiag_job_info_rpcs_per_minute_all_users",
+                  "sdiag_rpcs_per_minute_bench_users")
+
+
+def measure_window(kind: str, calls, seconds: float) -> dict:
+    """squeue calls and Slurm RPCs over one window, per minute."""
+    before_sdiag = common.sdiag_counts()
+    t_from = time.time()
+    time.sleep(seconds)
+    t_to = time.time()
+    after_sdiag = common.sdiag_counts()
+    squeue = common.count_calls(calls, "squeue", t_from, t_to)
+    minutes = (t_to - t_from) / 60
+    diff = common.sdiag_diff(before_sdiag, after_sdiag)
+    by_user = diff["by_user"]
+    bench_rpcs = sum(v for k, v in by_user.items() if k.startswith(common.USER_PREFIX))
+    return {
+        "window_s": round(t_to - t_from, 1), "squeue_calls": squeue, "squeue_per_minute": round(squeue / minutes, 2),
+        "sdiag_rpc_diff": diff,
+        "sdiag_job_info_rpcs_per_minute_all_users": round(
+            sum(v for k, v in diff["by_type"].items() if k.startswith("REQUEST_JOB_INFO")) / minutes, 2),
+        "sdiag_rpcs_per_minute_bench_users": round(bench_rpcs / minutes, 2),
+        # The hub's own RPCs: stock queries as each learner (sudo -u), ours as the hub's user
+        # (root; minus the one REQUEST_STATS_INFO of our own sdiag; any other root client on
+        # this machine would be counted too).
+        "slurm_rpcs_per_minute": round((bench_rpcs if kind == "anchor" else by_user.get("root", 0) - 1) / minutes, 2),
+    }
+
+
 def measure_hub(kind: str, root, standin_env, standin_server, creds: dict, users: list[str], steps: list[int],
                 args) -> dict:
     bindir, calls = common.make_counting_slurm_bin(root)
@@ -109,37 +138,18 @@ def measure_hub(kind: str, root, standin_env, standin_server, creds: dict, users
             log(f"{kind}: {ready}/{len(batch)} new sessions ready in {startup_s} s"
                 + (f"; errors: {errors[:3]}" if errors else "") + f"; settling {args.settle} s")
             time.sleep(args.settle)
-            before_sdiag = common.sdiag_counts()
-            t_from = time.time()
             load = common.loadavg()
-            time.sleep(args.window)
-            t_to = time.time()
-            after_sdiag = common.sdiag_counts()
+            windows = [measure_window(kind, calls, args.window) for _ in range(args.windows)]
             alive = count_ready(learners[:n])
-            squeue = common.count_calls(calls, "squeue", t_from, t_to)
-            minutes = (t_to - t_from) / 60
-            diff = common.sdiag_diff(before_sdiag, after_sdiag)
             step = {
-                "sessions": n, "ready_at_end_of_window": alive, "start_errors": errors, "startup_s": startup_s,
-                "window_s": round(t_to - t_from, 1), "squeue_calls": squeue,
-                "squeue_per_minute": round(squeue / minutes, 2),
-                "sdiag_rpc_diff": diff,
-                "sdiag_job_info_rpcs_per_minute_all_users": round(
-                    sum(v for k, v in diff["by_type"].items() if k.startswith("REQUEST_JOB_INFO")) / minutes, 2),
-                "sdiag_rpcs_per_minute_bench_users": round(
-                    sum(v for k, v in diff["by_user"].items() if k.startswith(common.USER_PREFIX)) / minutes, 2),
-                # The hub's own RPCs: stock queries as each learner (sudo -u), ours as the hub's user
-                # (root; minus the one REQUEST_STATS_INFO of our own sdiag; any other root client on
-                # this machine would be counted too).
-                "slurm_rpcs_per_minute": round((
-                    sum(v for k, v in diff["by_user"].items() if k.startswith(common.USER_PREFIX)) if kind == "anchor"
-                    else diff["by_user"].get("root", 0) - 1) / minutes, 2),
-                "loadavg_at_window_start": load,
+                "sessions": n, "ready_at_end_of_windows": alive, "start_errors": errors, "startup_s": startup_s,
+                "loadavg_at_first_window": load, "windows": windows,
+                **{key: common.median([w[key] for w in windows]) for key in WINDOW_FIGURES},
             }
             out["steps"][str(n)] = step
-            log(f"{kind}: N={n} ({alive} ready at the end): {step['squeue_calls']} squeue in {step['window_s']} s "
-                f"= {step['squeue_per_minute']}/min; sdiag job-info RPCs (all users) "
-                f"{step['sdiag_job_info_rpcs_per_minute_all_users']}/min")
+            log(f"{kind}: N={n} ({alive} ready at the end): median of {args.windows} windows of {args.window:.0f} s: "
+                f"{step['squeue_per_minute']} squeue/min (windows: {[w['squeue_per_minute'] for w in windows]}); "
+                f"Slurm RPCs {step['slurm_rpcs_per_minute']}/min")
         out["squeue_calls_total"] = common.count_calls(calls, "squeue", 0, float("inf"))
         return out
     finally:
@@ -152,7 +162,8 @@ def measure_hub(kind: str, root, standin_env, standin_server, creds: dict, users
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default="10,50", help="session counts to measure at, ascending (default 10,50)")
-    parser.add_argument("--window", type=float, default=120, help="counting window per step, s (default 120)")
+    parser.add_argument("--window", type=float, default=60, help="length of one counting window, s (default 60)")
+    parser.add_argument("--windows", type=int, default=5, help="windows per step; figures are their medians (default 5)")
     parser.add_argument("--settle", type=float, default=30, help="wait after the step's starts, s (default 30)")
     parser.add_argument("--start-timeout", type=int, default=300)
     parser.add_argument("--http-timeout", type=int, default=120)
@@ -194,8 +205,9 @@ def main() -> int:
         "benchmark": "scheduler_load",
         "date": common.now_iso(),
         "machine": common.machine(),
-        "metric": f"squeue invocations per minute by the hub with N running sessions, counted by wrapper scripts "
-                  f"over a {args.window:.0f} s window after {args.settle:.0f} s of settling",
+        "metric": f"squeue invocations per minute by the hub with N running sessions, counted by wrapper scripts: "
+                  f"median of {args.windows} consecutive {args.window:.0f} s windows after {args.settle:.0f} s of "
+                  "settling",
         "sessions": n_max,
         "anchor": a,
         "ours": o,
@@ -210,7 +222,7 @@ def main() -> int:
                            "costs 3 RPCs (FED_INFO, PARTITION_INFO, JOB_INFO_SINGLE); ours runs as root and costs 2 "
                            "(PARTITION_INFO, JOB_INFO for all jobs at once); ours' figure would include any other "
                            "root client of this slurmctld during the window",
-        "runs": 1,
+        "runs": args.windows,
         "stand_in_server": True,
         "stand_in_note": "the jobs run benchmarks/standin_server.py (a stdlib HTTP server) instead of JupyterLab, "
                          "for both hubs; the hub-side polling, submission and start-up are the real code",
@@ -227,7 +239,7 @@ def main() -> int:
                     "academy-singleuser is the stand-in, profile bench-1cpu, slurm.cluster_name=bench (job tag only)",
             "sdiag": "differences of slurmctld's cumulative RPC counters over the window; these count every client "
                      "of this slurmctld (other sessions' tests too), so the wrapper counts are the primary figure",
-            "steps": steps, "window_s": args.window, "settle_s": args.settle,
+            "steps": steps, "window_s": args.window, "windows": args.windows, "settle_s": args.settle,
         },
         "duration_s": round(time.monotonic() - started),
     }
