@@ -71,7 +71,7 @@ def ensure_proxy() -> None:
 
 
 def _notebook_env_fingerprint() -> str:
-    # What the session environment holds of ours: the launcher, the session timer and the grader.
+    # What the session environment holds of ours: the entry point and launcher, the session timer and the grader.
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
     for name in ("launcher.py", "singleuser.py", "nbgrader_lazy.py"):  # what runs in the session's server
@@ -109,8 +109,8 @@ def ensure_notebook_env(env_dir: str) -> None:
     # and only uses it to check "iri" formats, which it skips when the package is absent.
     _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *IMPORT_TIME_HOGS],
          "removing import-time hogs from the notebook env")
-    # The launcher (spawners.launcher) and the grader (assessments.grader) run inside jobs from here.
-    _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the launcher into the notebook env")
+    # The session entry point (spawners.singleuser) and the grader (assessments.grader) run inside jobs from here.
+    _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the session entry point into the notebook env")
     os.chmod(env, 0o755)
     marker.write_text(fingerprint + "\n")
 

@@ -1,6 +1,6 @@
-"""Everything that talks to Slurm: the session spawner, its launcher, and an async Slurm client.
+"""Everything that talks to Slurm: the session spawner, the session's entry point, and an async Slurm client.
 
-Kept import-light on purpose: ``spawners.launcher`` runs inside Slurm jobs from the notebook
-environment, where the hub's packages are not installed. Import the spawner from
+Kept import-light on purpose: ``spawners.singleuser`` and ``spawners.launcher`` run inside Slurm
+jobs from the notebook environment, where the hub's packages are not installed. Import the spawner from
 ``spawners.slurm_spawner``.
 """

@@ -4,6 +4,10 @@ Unlike ``batchspawner-singleuser`` it reports the port only once the server is *
 so the hub never proxies to a port another session grabbed first: if the bind fails the
 launcher picks another port and tries again. The report carries nothing but the port.
 
+The project's own entry point (``academy-singleuser``, the spawner's default command) does this
+itself, without a process around it (spawners/singleuser.py); the batch script uses the launcher
+for any other server command an operator configures (``AcademySlurmSpawner.cmd``).
+
 Standard library only: it is the first thing Python imports in the job, and it must not
 depend on the hub's packages.
 
