@@ -3,8 +3,8 @@
 JupyterHub opens SQLite in its default rollback-journal mode, where every commit costs several
 fsyncs (the journal, the database, the journal's removal), and the hub commits on most
 requests: a token's or a server's last activity, each step of a spawn. Those fsyncs run on the
-hub's one event loop; when a workshop presses start at once they were a quarter of the hub's
-busy time (py-spy, benchmarks/README.md). In WAL mode a commit is one append and one fsync of
+hub's one event loop; when a workshop pressed start at once they were a quarter of py-spy's
+samples of the hub (benchmarks/README.md). In WAL mode a commit is one append and one fsync of
 the log, and with ``synchronous=FULL`` it is as durable as before: on disk before the request
 that made it is answered. The progress database runs the same way (assessments/progress/db.py).
 

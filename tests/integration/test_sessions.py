@@ -189,8 +189,11 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
 def test_hub_database_commits_through_a_write_ahead_log(hub, learner):
     # One fsync per commit instead of several (hub/hub_db.py); the mode is stored in the file.
     db = Path(hub.cfg["hub"]["state_dir"]) / "jupyterhub.sqlite"
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
     assert learner.api("GET", "/users/learner1").status_code == 200  # and the hub works on it
 
 
