@@ -12,14 +12,14 @@ and proxy route work. Both hubs run this same file:
   project's entry point (the stand-in env names this file ``academy-singleuser``); like the entry
   point, it listens on a port of its own choosing and reports it to the hub itself.
 
-Standard library only.
+Standard library only, but for ours' port report, which is the project's own
+(``spawners.launcher.report_port``, installed in the notebook env).
 """
 
 import json
 import os
 import signal
 import sys
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -54,18 +54,12 @@ def address() -> tuple[str, int]:
     return host, port
 
 
-def report_port(port: int) -> None:
-    """What the project's entry point does once it serves (spawners/singleuser.py)."""
-    request = urllib.request.Request(
-        os.environ["JUPYTERHUB_API_URL"].rstrip("/") + "/academy/port", data=json.dumps({"port": port}).encode(),
-        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"},
-        method="POST")
-    urllib.request.urlopen(request, timeout=30).close()
-
-
 def main() -> None:
     server = ThreadingHTTPServer(address(), Handler)
     if REPORT_PORT_FLAG in sys.argv:
+        # The project's own report client (the notebook env has it; stock's env never gets here).
+        from spawners.launcher import report_port
+
         report_port(server.server_address[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"standin_server listening on {server.server_address}", file=sys.stderr, flush=True)
