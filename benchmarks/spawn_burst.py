@@ -236,6 +236,7 @@ def main() -> int:
                     log(f"{kind}: FAILED: {e}")
                     traceback.print_exc()
                     continue
+                r["round"] = i
                 runs[kind].append(r)
                 log(f"{kind}: ready {r['ready']}/{args.users}, all ready after {r['all_ready_s']} s "
                     f"(last ready {r['last_ready_s']} s), hub API p95 {r['api']['p95_ms']} ms, "
@@ -265,12 +266,13 @@ def main() -> int:
     a_time = a["all_ready_s"] if a["all_ready_s"] is not None else None
     ratio = round(o["all_ready_s"] / a_time, 3) if a_time and o["all_ready_s"] else None
     # All ready against the CPU floor: the medians' ratio, and round by round (each burst against
-    # the floor measured just before it).
+    # the floor measured just before it, in the same round; a failed burst has no entry).
     floor_ratio = {k: (round(summary[k]["all_ready_s"] / summary[k]["floor_s"], 3)
                        if summary[k]["all_ready_s"] and summary[k]["floor_s"] else None) for k in summary}
-    floor_ratio_per_run = {k: [round(r["all_ready_s"] / f["all_answered_s"], 3)
-                               if r["all_ready_s"] and f["all_answered_s"] else None
-                               for r, f in zip(runs[k], floor[k])] for k in summary}
+    floor_ratio_per_run = {k: [round(r["all_ready_s"] / floor[k][r["round"]]["all_answered_s"], 3)
+                               if r["all_ready_s"] and r["round"] < len(floor[k])
+                               and floor[k][r["round"]]["all_answered_s"] else None
+                               for r in runs[k]] for k in summary}
     data = {
         "benchmark": "spawn_burst",
         "date": common.now_iso(),

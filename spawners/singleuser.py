@@ -83,10 +83,10 @@ class _LazyHubModules(importlib.abc.MetaPathFinder):
         return spec
 
 
-# jupyterhub.scopes, .roles and .metrics import the database models by name but use
-# them only in the hub's own code paths (database lookups); in a single-user server nothing
-# touches them, and if something does, LazyLoader imports them then. The same holds for
-# jupyterhub.roles, which scopes imports for the hub's role lookups.
+# jupyterhub.scopes, .roles and .metrics import the database models (orm) by name, and scopes
+# imports roles, but they use them only in the hub's own code paths (database and role
+# lookups); in a single-user server nothing touches them, and if something does, LazyLoader
+# imports them then.
 LAZY_HUB_MODULES = frozenset({"jupyterhub.orm", "jupyterhub.roles"})
 
 
