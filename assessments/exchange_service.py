@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -37,18 +37,29 @@ import nbformat
 import sqlalchemy as sa
 
 from . import autograde, export, feedback, gradebook as gb, hub_groups, progress_events
-from .store import Store, StoreError, SubmissionRejected
+from .store import MAX_FILES, Store, StoreError, SubmissionRateLimited, SubmissionRejected, StoreFull, human_size
+from .web_safety import OAuthCallback, SecurityHeaders, redact_tornado_logs
 
 log = logging.getLogger("academy.exchange")
 SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
-MAX_BODY = 60 << 20
+MAX_BODY = 1 << 20   # any request but a submission (forms, small JSON); SubmissionsHandler raises its own
+# A refused submission up to this size is read and dropped before the answer, so that the client
+# hears why: urllib (the learners' exchange client) reports only a reset when the connection
+# closes while it is still sending. Past it, the connection is closed at once.
+DRAIN_MAX = 100 << 20
 
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html", "j2"]))
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+# One answer for a course that does not exist and for one the caller may not see, so that no
+# one learns from the exchange which courses exist: the same status, the same body.
+NOT_ENROLLED = "no such course, or you are not enrolled in it"
+NOT_TRAINER = "no such course, or you are not one of its trainers"
+
+
+class Base(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
     """A hub token (Authorization header) for the API, the hub's OAuth cookie for pages."""
     @property
     def store(self) -> Store:
@@ -61,16 +72,18 @@ class Base(HubOAuthenticated, web.RequestHandler):
         return user["name"]
 
     def role_in(self, course: str) -> str:
+        """The caller's role in `course`; 404 (as for no such course) when they have none."""
         role = self.store.role_of(course, self.user_name())
         if role is None:
-            raise web.HTTPError(403, f"you are not enrolled in {course}")
+            raise web.HTTPError(404, NOT_ENROLLED)
         return role
 
     def require_trainer(self, course: str) -> None:
-        if self.role_in(course) != "trainer":
-            raise web.HTTPError(403, f"only trainers of {course} may do this")
+        if self.store.role_of(course, self.user_name()) != "trainer":
+            raise web.HTTPError(404, NOT_TRAINER)
 
     def assignment(self, course: str, assignment_id: str):
+        self.role_in(course)    # before the catalogue: an outsider learns nothing of the course's assignments
         course_obj = self.settings["catalogue"].get(course)
         for a in (course_obj.assignments if course_obj else ()):
             if a.id == assignment_id:
@@ -127,17 +140,58 @@ class FilesHandler(Base):
         self.write({"files": {name: base64.b64encode(data).decode() for name, data in files.items()}})
 
 
+def submission_body_limit(max_bytes: int) -> int:
+    """The largest request that can carry max_bytes of files: base64 (4 for 3), names and JSON around them."""
+    return (max_bytes + 2) // 3 * 4 + MAX_FILES * 1024 + (64 << 10)
+
+
+@web.stream_request_body
 class SubmissionsHandler(Base):
+    """POST stores a submission. Its body is streamed in, so a request too large for any acceptable
+    submission is refused on its Content-Length before a byte of it is kept (a chunked one once it
+    passes the limit): one request cannot balloon the service."""
+
+    async def prepare(self):
+        parent = super().prepare()
+        if parent is not None:
+            await parent
+        self.chunks: list[bytes] = []
+        self.refusal: web.HTTPError | None = None
+        if self.request.method != "POST":
+            return
+        self.user_name()  # 403 before reading anything from a caller the hub does not know
+        max_bytes = self.store.submission_max_bytes
+        limit = submission_body_limit(max_bytes)
+        try:
+            length = int(self.request.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = 0  # tornado refuses it (400) when it comes to read the body
+        if length > limit:
+            self.refusal = web.HTTPError(413, f"rejected: about {human_size(length // 4 * 3)} of files is over "
+                                              f"the {human_size(max_bytes)} a submission may hold")
+            if length > DRAIN_MAX:
+                raise self.refusal
+            limit = length  # to be dropped as it comes (data_received), then answered (post)
+        self.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.refusal is None:
+            self.chunks.append(chunk)
+
     @web.authenticated
     def post(self, course, assignment):
         user = self.user_name()
+        if self.refusal is not None:
+            raise self.refusal
         self.assignment(course, assignment)
+        self.request.body, self.chunks = b"".join(self.chunks), []
         body = self.json_body()
+        self.request.body = b""
         files = body.get("files")
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise web.HTTPError(400, 'expected {"files": {"name.ipynb": "<base64>"}}')
-        try:
-            decoded = {str(k): base64.b64decode(v, validate=True) for k, v in files.items()}
+        try:  # one file at a time, each text dropped once decoded
+            decoded = {str(k): base64.b64decode(files.pop(k), validate=True) for k in list(files)}
         except (binascii.Error, ValueError):
             raise web.HTTPError(400, "every file must be base64")
         claimed = body.get("student")
@@ -145,11 +199,20 @@ class SubmissionsHandler(Base):
             row = self.store.submit(course, assignment, user, decoded,
                                     claimed_student=None if claimed is None else str(claimed))
         except SubmissionRejected as e:
-            log.warning("submission of %s/%s by %s rejected: %s", course, assignment, user, e)
-            raise web.HTTPError(403, str(e))
+            if isinstance(e, StoreFull):  # the trainer hears it from the learner; the operator, here
+                log.error("submission of %s/%s by %s not stored: %s", course, assignment, user, e.__cause__)
+            else:
+                log.warning("submission of %s/%s by %s rejected: %s", course, assignment, user, e)
+            raise web.HTTPError(e.status, str(e)) from e
         log.info("submission %s of %s/%s by %s stored", row["id"], course, assignment, user)
         self.set_status(201)
         self.write({k: row[k] for k in ("id", "course", "assignment", "student", "submitted_at", "late_s", "sha256")})
+
+    def write_error(self, status_code, **kwargs):
+        cause = getattr(kwargs.get("exc_info", (None, None, None))[1], "__cause__", None)
+        if isinstance(cause, SubmissionRateLimited):
+            self.set_header("Retry-After", str(cause.retry_after))
+        super().write_error(status_code, **kwargs)
 
     @web.authenticated
     def get(self, course, assignment):
@@ -304,6 +367,13 @@ class SubmissionPage(PageBase):
         self.show(course, submission_id, message=f"saved {grade_id}: {score:g} points")
 
 
+class NotFound(Base):
+    """Any other path: a JSON 404, with the headers every answer carries."""
+
+    def prepare(self):
+        raise web.HTTPError(404, "there is nothing here")
+
+
 def make_app(cfg: dict) -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/academy-exchange/")
     course = rf"api/courses/({SLUG})"
@@ -319,10 +389,12 @@ def make_app(cfg: dict) -> web.Application:
         (rf"{course}/statistics", StatisticsHandler),
         (rf"courses/({SLUG})", CoursePage),
         (rf"courses/({SLUG})/submissions/([0-9T]{{15}}-[0-9a-f]{{8}})", SubmissionPage),
-        (r"oauth_callback", HubOAuthCallbackHandler),
+        (r"oauth_callback", OAuthCallback),
     ]
+    redact_tornado_logs()   # no ?token= or OAuth code in the service's log lines
     return web.Application(
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
+        default_handler_class=NotFound,
         store=Store.from_config(cfg), cfg=cfg, slurm=SlurmClient(bin_dir=cfg["slurm"]["bin_dir"]),
         catalogue=load_catalogue(profiles={p["key"] for p in cfg["profiles"]}),
         profiles={p["key"]: p for p in cfg["profiles"]},

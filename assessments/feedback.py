@@ -1,4 +1,4 @@
-"""Releasing feedback: render each graded submission's feedback (hidden tests removed) for its learner."""
+"""Releasing feedback: render each graded submission's feedback (hidden tests and solutions removed) for its learner."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def release(store: Store, course: str, assignment: str, title: str) -> int:
                 graded = store.course_dir(course, "grading", res["batch"], "graded", sub["id"], nb["notebook"])
                 jobs.append({"graded": str(graded), "release": str(store.course_dir(course, "release", assignment,
                                                                                     nb["notebook"])),
+                             "source": str(store.course_dir(course, "source", assignment, nb["notebook"])),
                              "result": nb, "title": title,
                              "html": str(feedback_path(store, course, sub["student"], assignment, nb["notebook"]))})
                 students.add(sub["student"])

@@ -37,6 +37,18 @@ submissions = sa.Table(
     sa.Index("ix_submissions_course_assignment_student", "course", "assignment", "student"),
 )
 
+# The stored submissions of the last hour, for the hourly limit. Apart from `submissions` because
+# retention deletes old rows there, which would hand a learner their allowance back.
+recent_submissions = sa.Table(
+    "recent_submissions", metadata,
+    sa.Column("submission_id", sa.String(40), primary_key=True),
+    sa.Column("course", sa.String(64), nullable=False),
+    sa.Column("assignment", sa.String(64), nullable=False),
+    sa.Column("student", sa.String(32), nullable=False),
+    sa.Column("submitted_at", sa.Float, nullable=False),
+    sa.Index("ix_recent_submissions_course_assignment_student", "course", "assignment", "student"),
+)
+
 results = sa.Table(
     "results", metadata,
     sa.Column("submission_id", sa.String(40), sa.ForeignKey("submissions.id"), primary_key=True),

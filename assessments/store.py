@@ -9,15 +9,23 @@
 Learners never touch these directories: they fetch and submit through the exchange service,
 which stamps each submission with the server's time and the authenticated owner. That replaces
 nbgrader's world-writable exchange directory, where anyone may drop a file under any name.
+
+The store shares its filesystem with the gradebook (and, on one host, with the hub's database and
+Slurm's state), so what a learner may put in it is bounded: a size per submission, a number per
+hour and assignment, a quota over all their submissions; only the latest ``keep_submissions`` of
+an assignment are kept, besides every graded one. A refused or failed submission leaves nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import math
 import os
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,8 +44,10 @@ from .progress_events import ProgressEvents, outbox_for
 ROOT = Path(__file__).resolve().parent.parent
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-MAX_SUBMISSION_BYTES = 50 << 20
 MAX_FILES = 50
+RATE_WINDOW_S = 3600
+# A write that failed for want of room (a full disk, a quota, a file-size limit), not for a bug.
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class StoreError(Exception):
@@ -45,7 +55,24 @@ class StoreError(Exception):
 
 
 class SubmissionRejected(StoreError):
-    pass
+    """A submission that was refused; nothing of it was stored. ``status``: the HTTP answer that fits."""
+    status = 403
+
+
+class SubmissionTooLarge(SubmissionRejected):
+    status = 413
+
+
+class SubmissionRateLimited(SubmissionRejected):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreFull(SubmissionRejected):
+    status = 507
 
 
 @dataclass
@@ -56,6 +83,10 @@ class Store:
     late_penalty_per_day: float = 0.1
     late_grace_s: float = 300
     events: ProgressEvents = field(default_factory=lambda: ProgressEvents(None))
+    submission_max_bytes: int = 20 << 20
+    submissions_per_hour: int = 20          # per learner and assignment
+    learner_quota_bytes: int = 500 << 20    # per learner, every course of this store together
+    keep_submissions: int = 3               # per learner and assignment; graded ones are kept besides
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Store":
@@ -64,8 +95,10 @@ class Store:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
         url = a["database"] or f"sqlite:///{root / 'gradebook.sqlite'}"
+        # A service that never stores a submission (progress) is handed no limits: the fields' defaults.
+        limits = {field: read(a[key]) for key, (field, read) in LIMIT_KEYS.items() if key in a}
         return cls(root, gb.engine_for(url), str(Path(cfg["notebook_env"]) / "bin" / "python"),
-                   a["late_penalty_per_day"], a["late_grace_s"], ProgressEvents(outbox_for(cfg)))
+                   a["late_penalty_per_day"], a["late_grace_s"], ProgressEvents(outbox_for(cfg)), **limits)
 
     def course_dir(self, course: str, *parts: str) -> Path:
         return self.root.joinpath(course, *parts)
@@ -170,29 +203,107 @@ class Store:
             raise SubmissionRejected("rejected: the submission holds no files")
         if len(files) > MAX_FILES:
             raise SubmissionRejected(f"rejected: {len(files)} files, the limit is {MAX_FILES}")
-        total = sum(len(d) for d in files.values())
-        if total > MAX_SUBMISSION_BYTES:
-            raise SubmissionRejected(f"rejected: {total >> 20} MiB, the limit is {MAX_SUBMISSION_BYTES >> 20} MiB")
         for name in files:
-            if not FILE_NAME.match(name):
+            if not FILE_NAME.fullmatch(name):
                 raise SubmissionRejected(f"rejected: file name {name!r} is not allowed (letters, digits, '.', '_', "
                                          "'-'; no folders; at most 100 characters)")
+        total = sum(len(d) for d in files.values())
+        if total > self.submission_max_bytes:
+            size, limit = _sizes(total, self.submission_max_bytes)
+            raise SubmissionTooLarge(f"rejected: {size} is over the {limit} a submission may hold")
         now = time.time() if now is None else now  # the server's clock, whatever the client says
+        self._check_rate(course, assignment, user, now)
+        # What this submission will prune counts as freed: a learner at the quota can still resubmit.
+        freed = sum(_folder_bytes(self.course_dir(course, "submissions", user, assignment, s["id"]))
+                    for s in self._prunable(course, assignment, user, self.keep_submissions - 1))
+        used = self.stored_bytes(user)
+        if used - freed + total > self.learner_quota_bytes:
+            size, quota = _sizes(used - freed + total, self.learner_quota_bytes)
+            raise SubmissionTooLarge(
+                f"rejected: with this submission ({human_size(total)}) your stored submissions would take {size}, "
+                f"over your quota of {quota} (all courses together; {human_size(used)} used); ask your trainer")
         sub_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:8]}"
         folder = self.course_dir(course, "submissions", user, assignment, sub_id)
-        staging = folder.with_name(f".{sub_id}.tmp")
-        staging.mkdir(parents=True, mode=0o700)
-        digest = hashlib.sha256()
-        for name in sorted(files):
-            (staging / name).write_bytes(files[name])
-            digest.update(name.encode() + b"\0" + files[name])
-        os.replace(staging, folder)  # whole or not at all
+        digest = self._write(folder, files)
         row = {"id": sub_id, "course": course, "assignment": assignment, "student": user, "submitted_at": now,
-               "late_s": max(0.0, now - pub["due_at"]), "sha256": digest.hexdigest(), "path": str(folder)}
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(gb.submissions).values(**row))
+               "late_s": max(0.0, now - pub["due_at"]), "sha256": digest, "path": str(folder)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(gb.submissions).values(**row))
+                conn.execute(sa.insert(gb.recent_submissions).values(
+                    submission_id=sub_id, course=course, assignment=assignment, student=user, submitted_at=now))
+        except Exception as e:
+            shutil.rmtree(folder, ignore_errors=True)  # a folder without its row would count for no one
+            if isinstance(e, sa.exc.OperationalError) and _sqlite_full(e):
+                raise StoreFull(STORE_FULL) from e
+            raise
         self.events.submitted(row)
+        self.prune(course, assignment, user)
         return row
+
+    def _write(self, folder: Path, files: dict[str, bytes]) -> str:
+        """Write the files into folder, whole or not at all; their digest. A full disk is StoreFull."""
+        staging = folder.with_name(f".{folder.name}.tmp")
+        digest = hashlib.sha256()
+        try:
+            staging.mkdir(parents=True, mode=0o700)
+            for name in sorted(files):
+                (staging / name).write_bytes(files[name])
+                digest.update(name.encode() + b"\0" + files[name])
+            os.replace(staging, folder)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            if e.errno in NO_ROOM:
+                raise StoreFull(STORE_FULL) from e
+            raise
+        return digest.hexdigest()
+
+    def _check_rate(self, course: str, assignment: str, user: str, now: float) -> None:
+        t = gb.recent_submissions.c
+        mine = (t.course == course, t.assignment == assignment, t.student == user)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(gb.recent_submissions).where(*mine, t.submitted_at <= now - RATE_WINDOW_S))
+            times = sorted(conn.execute(sa.select(t.submitted_at).where(*mine)).scalars())
+        if len(times) >= self.submissions_per_hour:
+            # the oldest ones of the window have to age out before one more fits
+            at = times[len(times) - self.submissions_per_hour] + RATE_WINDOW_S
+            wait = max(1, math.ceil(at - now))
+            raise SubmissionRateLimited(
+                f"rejected: {self.submissions_per_hour} submissions of {course}/{assignment} an hour is the limit; "
+                f"the next one is accepted from {time.strftime('%H:%M:%S UTC', time.gmtime(at))} "
+                f"(in {math.ceil(wait / 60)} min)", retry_after=wait)
+
+    def stored_bytes(self, user: str) -> int:
+        """Bytes of every submission a learner has in this store, all courses together."""
+        return sum(_folder_bytes(course / "submissions" / user) for course in self.root.iterdir()
+                   if course.is_dir() and not course.name.startswith("."))
+
+    def _prunable(self, course: str, assignment: str, user: str, keep: int) -> list[dict]:
+        """Submissions older than the latest ``keep`` that nothing needs: no result, in no grading batch."""
+        subs = self.submissions_of(course, assignment, user)
+        older = subs[:max(0, len(subs) - keep)]
+        if not older:
+            return []
+        with self.engine.connect() as conn:
+            graded = set(conn.execute(sa.select(gb.results.c.submission_id).where(
+                gb.results.c.submission_id.in_([s["id"] for s in older]))).scalars())
+        # A batch lists what it grades before any result is recorded; its collect needs the row.
+        grading = set()
+        for manifest in self.course_dir(course, "grading").glob("*/manifest.json"):
+            text = manifest.read_text()
+            grading |= {s["id"] for s in older if s["id"] in text}
+        return [s for s in older if s["id"] not in graded and s["id"] not in grading]
+
+    def prune(self, course: str, assignment: str, user: str) -> list[str]:
+        """Remove a learner's submissions past the latest ``keep_submissions`` (graded ones stay); their ids."""
+        pruned = []
+        for s in self._prunable(course, assignment, user, self.keep_submissions):
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(gb.submissions).where(gb.submissions.c.id == s["id"]))
+            # the row goes first: a folder left behind wastes room, a row without its folder breaks grading
+            shutil.rmtree(self.course_dir(course, "submissions", user, assignment, s["id"]), ignore_errors=True)
+            pruned.append(s["id"])
+        return pruned
 
     def submissions_of(self, course: str, assignment: str, user: str) -> list[dict]:
         with self.engine.connect() as conn:
@@ -214,9 +325,50 @@ def build_release(notebook_python: str, a: Assignment, dest: Path) -> None:
 
 
 def check_user(user: str) -> None:
-    if not USER_NAME.match(user or ""):
+    if not USER_NAME.fullmatch(user or ""):
         raise StoreError(f"{user!r} is not a valid user name (lower-case letters, digits, '_' and '-')")
     try:
         pwd.getpwnam(user)
     except KeyError:
         raise StoreError(f"no account named {user!r} on this system: create it (or add it to the directory) first")
+
+
+def size_bytes(size: str) -> int:
+    """A configured size such as 512M or 20G, in bytes (M, G, T are binary: MiB, GiB, TiB)."""
+    return int(size[:-1]) << {"M": 20, "G": 30, "T": 40}[size[-1]]
+
+
+# config key (assessments.*) -> Store field, and how the value is read
+LIMIT_KEYS = {"submission_max_size": ("submission_max_bytes", size_bytes),
+              "submissions_per_hour": ("submissions_per_hour", int),
+              "learner_quota": ("learner_quota_bytes", size_bytes),
+              "keep_submissions": ("keep_submissions", int)}
+STORE_FULL = "the course store is full; your submission was not stored, nothing earlier was lost; tell your trainer"
+
+
+def human_size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def _sizes(n: int, limit: int) -> tuple[str, str]:
+    """Both sizes readable, and different when they differ (20 MiB and a byte is not '20 MiB')."""
+    a, b = human_size(n), human_size(limit)
+    return (a, b) if a != b else (f"{n:,} bytes", f"{limit:,} bytes")
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass  # removed while we counted
+    return total
+
+
+def _sqlite_full(e: sa.exc.OperationalError) -> bool:
+    return getattr(e.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL

@@ -40,6 +40,7 @@ def _print_welcome(cfg: dict, creds: dict[str, str]) -> None:
 def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     """Install what is missing and bring Slurm up; returns the demo credentials."""
     installer.require_root("academy")
+    installer.ensure_checkout_private()
     installer.ensure_apt_packages(installer.APT_PACKAGES + (installer.TEST_APT_PACKAGES if for_tests else []))
     installer.ensure_proxy()
     installer.ensure_notebook_env(cfg["notebook_env"])

@@ -116,6 +116,17 @@ SCHEMA = {
                 "sandbox_processes": {"type": "integer", "minimum": 8, "maximum": 100000},
                 "late_penalty_per_day": {"type": "number", "minimum": 0, "maximum": 1},
                 "late_grace_s": {"type": "number", "minimum": 0},
+                "submission_max_size": {"type": "string", "pattern": r"^[1-9][0-9]*[MG]$",
+                                        "description": "the most one submission may hold, a size such as 20M or 1G"},
+                "submissions_per_hour": {"type": "integer", "minimum": 1, "maximum": 3600,
+                                         "description": "submissions a learner may store per assignment in any hour, "
+                                                        "1 to 3600"},
+                "learner_quota": {"type": "string", "pattern": r"^[1-9][0-9]*[MGT]$",
+                                  "description": "what one learner's submissions may take in the store, all "
+                                                 "courses together, a size such as 500M or 2G"},
+                "keep_submissions": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                     "description": "the latest submissions kept per learner and assignment (graded "
+                                                    "ones are kept besides), 1 to 1000"},
                 "demo_enrolment": {
                     "type": "object", "additionalProperties": False,
                     "properties": {"learners": {"type": "array", "items": _user},

@@ -15,6 +15,38 @@ EXCHANGE = "academy-exchange"
 PROGRESS, HUB_EVENTS = "academy-progress", "academy-hub-events"
 PROGRESS_INGEST = "custom:academy-progress:ingest"
 
+# Lax: of the requests another site starts, a browser sends these cookies only with a top-level
+# GET, and no GET starts a session (AcademySlurmSpawner.options_from_query).
+COOKIE_OPTIONS = {"samesite": "Lax"}
+
+# What each service process is handed of the config (ACADEMY_SERVICE_CONFIG): only what its code
+# reads, section -> keys (None: the whole value), so that no service holds another's database URL
+# or the hub's. The reaper and the idle culler get their settings as arguments and no config.
+SERVICE_CONFIG = {
+    EXCHANGE: {
+        "hub": ("state_dir", "hub_ip"),        # its progress outbox; where the progress service listens
+        "progress": ("port",),
+        "assessments": None,                   # its own section (the store, grading, submission limits)
+        "slurm": ("bin_dir",),
+        "notebook_env": None,
+        "profiles": None,
+    },
+    PROGRESS: {
+        "hub": ("state_dir", "ip", "port", "public_url"),  # its SQLite and key beside the hub's; certificate links
+        "progress": ("database", "auth_cache_s"),
+        # The gradebook's enrolment decides who sees what, read on every request as the exchange does,
+        # through the exchange's own Store (Store.from_config reads this section).
+        "assessments": None,
+        "notebook_env": None,
+    },
+}
+
+
+def service_config(cfg: dict, service: str) -> dict:
+    """The part of `cfg` that `service` is handed (SERVICE_CONFIG)."""
+    return {section: cfg[section] if keys is None else {k: cfg[section][k] for k in keys}
+            for section, keys in SERVICE_CONFIG[service].items()}
+
 
 def db_url(cfg: dict) -> str:
     return cfg["hub"]["db_url"] or f"sqlite:///{os.path.join(cfg['hub']['state_dir'], 'jupyterhub.sqlite')}"
@@ -111,7 +143,7 @@ def update_services(c, cfg: dict) -> None:
     exchange_url = f"http://{cfg['hub']['hub_ip']}:{cfg['assessments']['exchange_port']}"
     services.append({"name": EXCHANGE, "url": exchange_url, "oauth_no_confirm": True,
                      "command": [sys.executable, "-m", "assessments.exchange_service"],
-                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
+                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(service_config(cfg, EXCHANGE)),
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     # It keeps the hub's <course>-learners / <course>-trainers groups in step with enrolment.
     roles.append({"name": EXCHANGE, "services": [EXCHANGE],
@@ -138,7 +170,7 @@ def update_progress(c, cfg: dict, services: list, roles: list) -> None:
     url = f"http://{cfg['hub']['hub_ip']}:{cfg['progress']['port']}"
     services.append({"name": PROGRESS, "url": url, "oauth_no_confirm": True,
                      "command": [sys.executable, "-m", "assessments.progress.service"],
-                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(cfg),
+                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(service_config(cfg, PROGRESS)),
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     # The hub process's own identity for session events: a service with a token and no process.
     token = _service_token(os.path.join(cfg["hub"]["state_dir"], "progress-hub-events.token"))
@@ -153,6 +185,17 @@ def update_progress(c, cfg: dict, services: list, roles: list) -> None:
     c.AcademySlurmSpawner.session_event_hook = SessionEvents(
         os.path.join(cfg["hub"]["state_dir"], "progress-outbox"), f"{url}/services/{PROGRESS}/api/events", token,
         cfg["slurm"]["cluster_name"])
+
+
+def update_cookies(c, cfg: dict) -> None:
+    """SameSite on every cookie: the hub's login, session id and _xsrf (tornado's cookie_options),
+    the sessions' (JupyterHub hands cookie_options to each spawner) and the managed services'."""
+    settings = c.JupyterHub.tornado_settings if isinstance(c.JupyterHub.tornado_settings, dict) else {}
+    c.JupyterHub.tornado_settings = {**settings, "cookie_options": COOKIE_OPTIONS}
+    # A service takes no cookie_options from its spec, but its HubOAuth reads this variable.
+    for service in c.JupyterHub.services:
+        if "command" in service and "url" in service:
+            service.setdefault("environment", {})["JUPYTERHUB_COOKIE_OPTIONS"] = json.dumps(COOKIE_OPTIONS)
 
 
 def _service_token(path: str) -> str:
@@ -171,10 +214,21 @@ def _service_token(path: str) -> str:
     return token
 
 
+def update_logging(c, cfg: dict) -> None:
+    """Every line the hub writes has its URLs' credentials redacted (also inside ?next=, which
+    JupyterHub's own scrubbing of its access lines leaves as it is)."""
+    c.JupyterHub.logging_config = {
+        "filters": {"redact_secrets": {"()": "assessments.web_safety.RedactSecrets"}},
+        "handlers": {"console": {"filters": ["redact_secrets"]}},
+    }
+
+
 def apply_config(c, cfg: dict) -> None:
+    update_logging(c, cfg)
     update_network(c, cfg)
     update_state(c, cfg)
     update_auth(c, cfg)
     update_groups(c, cfg)
     update_spawner(c, cfg)
     update_services(c, cfg)
+    update_cookies(c, cfg)

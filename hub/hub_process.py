@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from .slurm_cluster import port_in_use
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 HUB_NICE = -15  # the hub's CPU priority over sessions on a shared machine (see start, raise_session_priority)
+# The hub's log (and its services', who write to the same file) names users, jobs and paths:
+# root and the file's group only, never the world.
+LOG_MODE = 0o640
 
 
 class HubError(RuntimeError):
@@ -28,6 +32,15 @@ def pid_file(cfg: dict) -> Path:
 
 def log_file(cfg: dict) -> Path:
     return Path(cfg["hub"]["log_dir"]) / "jupyterhub.log"
+
+
+def open_log(path: Path):
+    """The log for appending (binary): created LOG_MODE, an existing one made no more readable than that."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode & ~LOG_MODE:
+        os.fchmod(fd, mode & LOG_MODE)
+    return os.fdopen(fd, "ab")
 
 
 def running_pid(cfg: dict) -> int | None:
@@ -91,7 +104,7 @@ def start(cfg: dict, config_env: dict[str, str] | None = None, timeout: float = 
     # answer. Sessions run at slurmd's priority (PropagatePrioProcess=0), the hub above.
     argv = ["nice", "-n", str(HUB_NICE), str(exe), "-f", str(CONFIG_FILE)] if os.geteuid() == 0 else \
         [str(exe), "-f", str(CONFIG_FILE)]
-    with open(log_file(cfg), "ab") as log:
+    with open_log(log_file(cfg)) as log:
         proc = subprocess.Popen(
             argv, cwd=state, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True, preexec_fn=_default_interrupt,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
-APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck"]
+# bubblewrap: the grading sandbox (assessments/grader/sandbox.py).
+APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck", "bubblewrap"]
 # chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
 # tested beside SQLite (tests/progress start a throwaway cluster of their own).
 TEST_APT_PACKAGES = ["chromium", "postgresql"]
@@ -110,9 +111,21 @@ def ensure_notebook_env(env_dir: str) -> None:
     _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *IMPORT_TIME_HOGS],
          "removing import-time hogs from the notebook env")
     # The session entry point (spawners.singleuser) and the grader (assessments.grader) run inside jobs from here.
+    # The project's package data holds no course notebook (pyproject.toml): learners read this env.
     _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the session entry point into the notebook env")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' by-product, in the checkout
     os.chmod(env, 0o755)
     marker.write_text(fingerprint + "\n")
+
+
+def ensure_checkout_private(root: Path = ROOT) -> None:
+    """The checkout holds every course's solutions and hidden tests (courses/notebooks, .git): only
+    its owner (root, or the developer who cloned it) may enter it. Nothing a learner or a grading
+    sandbox runs is read from here: sessions and grading jobs run from the notebook environment."""
+    mode = root.stat().st_mode & 0o7777
+    if mode & 0o077:
+        say(f"making {root} private to its owner (it holds the courses' solutions and hidden tests)")
+        os.chmod(root, mode & ~0o077)
 
 
 def load_credentials(path: str) -> dict[str, str]:

@@ -22,6 +22,8 @@ TEMPLATES = Path(__file__).parent / "templates" / "slurm"
 RUN_DIR = Path("/run/academy-slurm")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 FAKE_GPU_PREFIX = "/dev/academy-gpu"
+DAEMON_LOGS = ("slurmctld.log", "slurmd.log")   # in slurm.log_dir (slurm.conf.j2)
+LOG_MODE = 0o640
 
 
 class ClusterError(RuntimeError):
@@ -88,8 +90,28 @@ def ensure_config(cfg: dict) -> bool:
     for d in (Path(s["state_dir"]) / "ctld", Path(s["state_dir"]) / "d", RUN_DIR, Path(cfg["slurm"]["log_dir"])):
         d.mkdir(parents=True, exist_ok=True)
     ensure_fake_gpus(s["gpus"])
+    restrict_daemon_logs(Path(cfg["slurm"]["log_dir"]))
     changed = _write_if_changed(conf_dir / "slurm.conf", render_slurm_conf(cfg))
     changed |= _write_if_changed(conf_dir / "gres.conf", render_gres_conf(cfg))
+    return changed
+
+
+def restrict_daemon_logs(log_dir: Path) -> list[Path]:
+    """Make slurmctld's and slurmd's logs no more readable than LOG_MODE; returns those changed.
+
+    The daemons create them 0600 themselves; a log left by an older setup (or copied in) may be
+    world-readable, and it names every job, user and node.
+    """
+    changed = []
+    for name in DAEMON_LOGS:
+        path = log_dir / name
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & ~LOG_MODE:
+            os.chmod(path, mode & LOG_MODE)
+            changed.append(path)
     return changed
 
 

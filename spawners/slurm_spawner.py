@@ -8,6 +8,8 @@ What changes against stock batchspawner 1.3.0, and why:
   polls run squeue as the hub (no sudo per poll).
 - The port comes through port_report.py, only while this spawner waits for it.
 - A job that dies before reporting its port fails the spawn at once, with its log's tail.
+- The session's hub token expires with the walltime and is revoked as soon as the job ends,
+  however it ends (session_token.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tornado import web
 from traitlets import Any, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import port_report  # noqa: F401  (swaps batchspawner's API handler on import)
+from . import session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .job_monitor import JobMonitor
 from .options import OptionsError, SessionRequest, courses_from_groups, validate_user_options
@@ -40,6 +43,8 @@ JOB_NAME_PREFIX = "academy-nb"
 LOG_TAIL_LINES = 20
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
+QUERY_SPAWN_REFUSED = ("A link cannot start a session: nothing was started. To start one, choose a profile and a "
+                       "session length below and press Start.")
 
 
 class SessionError(web.HTTPError):
@@ -88,6 +93,9 @@ class AcademySlurmSpawner(SlurmSpawner):
     monitor_max_interval = Float(120.0, help="Longest backoff between squeue calls while Slurm fails.").tag(config=True)
 
     cancel_attempts = Integer(4, help="scancel attempts (with backoff) before leaving a job to the reaper.").tag(config=True)
+
+    token_expiry_margin = Float(300.0, help="Seconds a session's hub token outlives its job's walltime (Slurm's "
+                                "kill grace, clock skew); it is revoked as soon as the job ends.").tag(config=True)
 
     session_event_hook = Any(
         None, allow_none=True,
@@ -161,6 +169,12 @@ class AcademySlurmSpawner(SlurmSpawner):
             return validate_user_options(options, self.allowed_profiles(), self.user_courses()).as_user_options()
         except OptionsError as e:
             raise SessionError(str(e), 400) from None
+
+    def options_from_query(self, query_data):
+        # JupyterHub starts a session from GET /hub/spawn?opt-...: a link or an <img> on any
+        # page would spend a learner's GPU hours. Only the form's POST (XSRF-checked) and the
+        # REST API start one; the hub shows this message above the form instead.
+        raise SessionError(QUERY_SPAWN_REFUSED, 400)
 
     @staticmethod
     async def _apply_options(spawner: "AcademySlurmSpawner", user_options) -> None:
@@ -287,6 +301,7 @@ class AcademySlurmSpawner(SlurmSpawner):
             self.end_reason = info.state.lower()
             self.log.info("Job %s of %s ended: %s", self.job_id, self.user.name, info.state)
         self.monitor.forget(self.job_id)
+        session_token.revoke(self)  # before clear_state, which forgets the token
         self.clear_state()
         return 1
 
@@ -302,6 +317,7 @@ class AcademySlurmSpawner(SlurmSpawner):
     session_profile_key = ""
     session_gpus = 0
     session_course_key = ""
+    session_token_id = 0  # the hub's row id of this session's API token (session_token.py)
 
     def load_state(self, state):
         super().load_state(state)
@@ -311,18 +327,22 @@ class AcademySlurmSpawner(SlurmSpawner):
         self.session_profile_key = state.get("session_profile_key", "")
         self.session_gpus = int(state.get("session_gpus", 0))
         self.session_course_key = state.get("session_course_key", "")
+        self.session_token_id = int(state.get("session_token_id", 0))
 
     def get_state(self):
         state = super().get_state()
         if self.session_started_at:
             state.update(session_started_at=self.session_started_at, session_profile_key=self.session_profile_key,
                          session_gpus=self.session_gpus, session_course_key=self.session_course_key)
+        if self.session_token_id:
+            state["session_token_id"] = self.session_token_id
         return state
 
     def clear_state(self):
         super().clear_state()
         self.session_started = False
         self.session_started_at = 0.0
+        self.session_token_id = 0
 
     def _session_event(self, kind: str, **fields) -> None:
         if self.session_event_hook is None:
@@ -352,9 +372,12 @@ class AcademySlurmSpawner(SlurmSpawner):
             self.server.port = 0
         self._port_event = asyncio.Event()
         self._submitted_at = time.monotonic()
+        # The token lives no longer than the job can: queue time and walltime, then walltime from its start.
+        session_token.expire_in(self, self.effective_pending_timeout() + self.req_walltime_s)
         await self.submit_batch_script()
         try:
             await self._wait_running()
+            session_token.expire_in(self, self.req_walltime_s)
             self.ip = self.state_gethost()
             await self._wait_port()
         except BaseException:
@@ -438,6 +461,7 @@ class AcademySlurmSpawner(SlurmSpawner):
         return False
 
     async def stop(self, now=False):
+        session_token.revoke(self)
         if not self.job_id:
             return
         if self.session_started_at:

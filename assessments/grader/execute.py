@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 import zmq
@@ -75,6 +76,7 @@ class Execution:
     tampered_at: int | None = None   # a must-fail probe before this cell was answered "ok"
     output_truncated: bool = False
     seconds: float = 0.0
+    left_running: int = 0            # processes besides the kernel still there after the last cell
 
 
 class CappedClient(NotebookClient):
@@ -204,12 +206,14 @@ async def _probe(client: "CappedClient", rng: random.Random, timeout: float) -> 
 
 async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: int, env: dict[str, str], workdir: Path,
                        cell_timeout: int, total_timeout: float, startup_timeout: int = 60,
-                       probe_before: set[int] = frozenset()) -> Execution:
+                       probe_before: set[int] = frozenset(), processes: Callable[[], int] = lambda: 1) -> Execution:
     """Execute every code cell in order, in a kernel started through ``wrapper``.
 
     Before each cell in ``probe_before`` (the tests), a cell that must fail is run: a kernel whose
     learner code made failures report success (a patched ``do_execute``, an input transformer that
     empties cells) answers it "ok", and the run is marked tampered: no test of it counts.
+    ``processes`` counts the sandbox's processes; it is asked once the cells have run, before the
+    kernel is shut down (which ends its whole PID namespace), to say what the notebook left running.
     """
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     km = SandboxKernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / ".kernel"), wrapper=wrapper,
@@ -271,6 +275,7 @@ async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: in
                                                   f"{MAX_MESSAGE_BYTES >> 20} MiB was dropped]\n"))
             run.cells[index].output_truncated = index in client.truncated
         drops.close()
+        run.left_running = max(0, processes() - 1)
     run.output_truncated = bool(client.truncated)
     run.seconds = time.monotonic() - t0
     return run

@@ -75,8 +75,11 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
               "score": 0.0, "max_score": 0.0}
     files = workdir_files(submission_dir, release_dir, result["notes"])
     workdir = sandbox.make_workdir(Path(manifest["work_root"]), uid, files)
+    cgroup = sandbox.Cgroup(f"academy-sandbox-{uid}")
+    cgroup.create(limits)
     try:
         for name in manifest["notebooks"]:
+            oom_before = cgroup.oom_kills()
             source = nbformat.read(source_dir / name, as_version=4)
             release = nbformat.read(release_dir / name, as_version=4)
             try:
@@ -92,14 +95,18 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
             tests = {g.grade_id for g in merged.graded if g.kind == "test"}
             probe_before = {i for i, c in enumerate(merged.notebook.cells) if grade_id(c) in tests}
             run = run_notebook_sync(
-                merged.notebook, wrapper=sandbox.wrapper_argv(uid, limits), uid=uid,
+                merged.notebook, wrapper=sandbox.wrapper_argv(uid, limits, workdir, cgroup), uid=uid,
                 env=sandbox.kernel_env(workdir, sub["student"], int(manifest.get("cpus", 1))), workdir=workdir,
                 cell_timeout=int(manifest["cell_timeout"]), total_timeout=float(manifest["total_timeout"]),
-                probe_before=probe_before)
-            leftover = sandbox.kill_everything_of(uid)
+                probe_before=probe_before, processes=lambda: len(sandbox.processes_of(uid)))
+            sandbox.kill_everything_of(uid)  # a backstop: the namespace's end has taken them all
             scored = score(name, merged, run)
-            if leftover:
-                scored["notes"].append(f"{leftover} process(es) the notebook started were still running and were killed")
+            if run.left_running:
+                scored["notes"].append(f"{run.left_running} process(es) the notebook started were still running "
+                                       "and were killed")
+            if cgroup.oom_kills() > oom_before:
+                scored["notes"].append(f"the notebook went over its memory ({_gib(limits.memory_bytes)} GiB and what "
+                                       "its files in /tmp hold) and was stopped")
             result["notebooks"].append(scored)
             result["score"] += scored["score"]
             result["max_score"] += scored["max_score"]
@@ -107,8 +114,13 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
                           nbformat.writes(run.notebook))
     finally:
         sandbox.kill_everything_of(uid)
+        cgroup.remove()
         sandbox.remove_workdir(workdir)
     return result
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):g}"
 
 
 def _write_atomic(path: Path, text: str) -> None:

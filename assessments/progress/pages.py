@@ -30,9 +30,10 @@ from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from ..export import _cell as formula_safe
+from ..web_safety import SecurityHeaders
 from . import certificates, completion, plots, queries
 from .groups import GroupError
-from .service import ApiHandler, refusal
+from .service import NOT_TRAINER, ApiHandler, refusal
 
 PAGE_SIZE = 100
 CSV_CHUNK = 1000
@@ -130,21 +131,19 @@ class CohortSelection(PageHandler):
 
     async def selection(self, course: str) -> tuple[list[str], str, str]:
         me = self.user_name()
-        if course not in self.settings["programme"].courses and not await self.members("members", course):
-            raise refusal(404, f"there is no course {course!r}: neither in the catalogue nor with anyone enrolled")
         if not self.is_admin():
-            role = await self.members("role_of", course, me)
-            if role != "trainer":
-                raise refusal(403, f"only trainers of {course} and admins may see its cohort; {me} is "
-                                   + (f"a {role} of {course}" if role else f"not enrolled in {course}"))
+            if await self.members("role_of", course, me) != "trainer":
+                raise refusal(404, NOT_TRAINER)
+        elif course not in self.settings["programme"].courses and not await self.members("members", course):
+            raise refusal(404, f"there is no course {course!r}: neither in the catalogue nor with anyone enrolled")
         only = self.get_argument("filter", "all")
         if only not in queries.FILTERS:
             raise refusal(400, f"filter {only[:40]!r} is not accepted; accepted: {', '.join(queries.FILTERS)}")
         group = self.get_argument("group", "").strip()
-        learners = await self.members("members", course, "learner")
+        learners = self.enrolled = await self.members("members", course, "learner")
         if group:
             try:
-                members = await self.settings["groups"].members(group)
+                members = await self.settings["groups"].of_course(course, group, learners)
             except GroupError as e:
                 raise refusal(e.status, str(e))
             learners = [u for u in learners if u in members]
@@ -179,7 +178,7 @@ class CoursePage(CohortSelection):
         svgs = await self.offload(lambda: {"funnel": plots.funnel(data["funnel"]),
                                            "histogram": plots.score_histogram(data["histogram"]),
                                            "assignments": plots.assignment_scores(data["assignments"])})
-        groups = await self.settings["groups"].names() if self.settings.get("groups") else []
+        groups = await self.settings["groups"].offered(course, self.enrolled) if self.settings.get("groups") else []
         render(self, "course.html.j2", title=f"Cohort {course}", user=self.user_name(), course=course,
                course_title=self.settings["programme"].course_titles.get(course), c=cohort, plots=svgs,
                group=group, groups=groups, filters=list(FILTER_LABELS.items()), filter_label=FILTER_LABELS[only],
@@ -232,7 +231,7 @@ def _iso(ts) -> str:
     return "" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-class CertificatePage(web.RequestHandler):
+class CertificatePage(SecurityHeaders, web.RequestHandler):
     """Public: whether a certificate is genuine, and (POST) whether a PDF is the one issued."""
 
     def write_error(self, status_code, **kwargs):
@@ -298,7 +297,7 @@ ROUTES = [
 ]
 
 
-class NotFoundPage(web.RequestHandler):
+class NotFoundPage(SecurityHeaders, web.RequestHandler):
     def prepare(self):
         raise refusal(404, f"there is nothing at {self.request.path[:200]}")
 

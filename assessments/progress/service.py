@@ -13,7 +13,9 @@ signed right after (certificates.py).
 Who teaches or learns what is the gradebook's enrolment (assessments.store), read on every
 request like the exchange does, so a change there applies at once; admins are the hub's. A
 learner cannot send events: they would be grading themselves. Every refusal is a 403 with a
-JSON message; no valid hub token (missing, forged, expired) is a 403 too, not a redirect.
+JSON message, except a course the caller does not teach: a 404 like a course that does not
+exist (NOT_TRAINER), so no one learns which courses exist; no valid hub token (missing, forged,
+expired) is a 403 too, not a redirect.
 
     python -m assessments.progress.service          (started by the hub; config in ACADEMY_SERVICE_CONFIG)
 """
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -39,6 +41,7 @@ from tornado.ioloop import IOLoop
 
 import sqlalchemy as sa
 
+from ..web_safety import OAuthCallback, SecurityHeaders, redact_tornado_logs
 from . import certificates, completion, db, events as ev, queries
 
 log = logging.getLogger("academy.progress")
@@ -47,6 +50,9 @@ INGEST_SCOPE = "custom:academy-progress:ingest"
 SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
 USER = r"[a-z_][a-z0-9_-]{0,31}"
 MAX_BODY = 8 << 20
+# A course the caller does not teach gets the answer a course that does not exist gets (404, this
+# message), so that no one learns from the service which courses exist.
+NOT_TRAINER = "no such course, or you are not one of its trainers"
 
 
 def database_url(cfg: dict) -> str:
@@ -62,7 +68,7 @@ def refusal(status: int, message: str, **extra) -> web.HTTPError:
     return error
 
 
-class ApiHandler(HubOAuthenticated, web.RequestHandler):
+class ApiHandler(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
     def initialize(self):
         if self.settings.get("hub_auth") is not None:
             self.hub_auth = self.settings["hub_auth"]
@@ -185,7 +191,7 @@ class CohortHandler(ApiHandler):
     async def get(self, course):
         me = self.user_name()
         if not self.is_admin() and await self.members("role_of", course, me) != "trainer":
-            raise refusal(403, f"only trainers of {course} and admins may see its cohort")
+            raise refusal(404, NOT_TRAINER)
         try:
             limit = int(self.get_argument("limit", "100"))
             offset = int(self.get_argument("offset", "0"))
@@ -230,9 +236,10 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
         (r"api/me", MeHandler),
         (rf"api/users/({USER})", UserHandler),
         (rf"api/courses/({SLUG})/cohort", CohortHandler),
-        (r"oauth_callback", HubOAuthCallbackHandler),
+        (r"oauth_callback", OAuthCallback),
         *[(pattern.format(user=USER, slug=SLUG), handler) for pattern, handler in pages.ROUTES],
     ]
+    redact_tornado_logs()   # no ?token= or OAuth code in the service's log lines
     return web.Application(
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
         default_handler_class=pages.NotFoundPage,

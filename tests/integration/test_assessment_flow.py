@@ -78,7 +78,7 @@ def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests
 
     # Only a trainer of the course grades; the grading runs as a Slurm array, followed to the end.
     r = exchange(hub, learner1, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
-    assert r.status_code == 403
+    assert r.status_code == 404     # trainers only: to anyone else, as if there were no such course
     r = exchange(hub, trainer, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
     assert r.status_code == 202, r.text
     batch = r.json()
@@ -110,7 +110,7 @@ def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests
     assert not [line for line in hidden if line in blank["tokenization.html"]]
 
     # The gradebook: trainers only, CSV a spreadsheet opens safely.
-    assert exchange(hub, learner1, "GET", f"courses/{COURSE}/gradebook.csv").status_code == 403
+    assert exchange(hub, learner1, "GET", f"courses/{COURSE}/gradebook.csv").status_code == 404
     r = exchange(hub, trainer, "GET", f"courses/{COURSE}/gradebook.csv")
     rows = {row["student"]: row for row in csv.DictReader(io.StringIO(r.text))}
     assert (rows["learner1"]["final_score"], rows["learner1"]["max_score"], rows["learner1"]["status"]) == ("10", "12", "graded")
@@ -136,14 +136,14 @@ def test_course_boundaries_and_unenrolment(hub, login, course):
     # A learner of one course sees nothing of another (other tests may enrol learner1 elsewhere).
     academy(hub, "unenrol", "hpc-201", "learner1")
     r = exchange(hub, learner1, "GET", "courses/hpc-201/assignments/gpu-fundamentals/files")
-    assert r.status_code == 403 and "not enrolled in hpc-201" in r.json()["message"]
-    assert exchange(hub, learner1, "GET", "courses/hpc-201/gradebook.csv").status_code == 403
+    assert r.status_code == 404 and r.json()["message"] == "no such course, or you are not enrolled in it"
+    assert exchange(hub, learner1, "GET", "courses/hpc-201/gradebook.csv").status_code == 404
     # Unenrolling ends access at once.
     assert exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files").status_code == 200
     out = academy(hub, "unenrol", COURSE, "learner2")
     assert out.returncode == 0 and "learner2: removed from llm-101" in out.stdout
     r = exchange(hub, learner2, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/files")
-    assert r.status_code == 403
+    assert r.status_code == 404
     assert exchange(hub, learner2, "GET", "assignments").json()["assignments"] == []
     # The hub's groups follow: learner2 leaves llm-101-learners, and comes back when enrolled again.
     admin = login("admin")

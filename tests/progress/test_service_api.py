@@ -141,9 +141,10 @@ def test_a_learner_sees_their_own_records_and_no_one_elses(api):
     tok = courses["llm-101"]["assignments"][0]
     assert (tok["assignment"], tok["status"], tok["score"], tok["due_at"]) == ("tokenization", "graded", 9, T0 + 86400)
     assert api("GET", "users/learner1", "t-learner1").json()["courses"] == me["courses"]
-    for path in ("users/learner2", "courses/llm-101/cohort"):
-        r = api("GET", path, "t-learner1")
-        assert r.status_code == 403 and "may" in r.json()["message"]
+    r = api("GET", "users/learner2", "t-learner1")
+    assert r.status_code == 403 and "may" in r.json()["message"]
+    r = api("GET", "courses/llm-101/cohort", "t-learner1")     # as if there were no such course
+    assert r.status_code == 404 and r.json()["message"] == "no such course, or you are not one of its trainers"
 
 
 def test_a_trainer_sees_only_their_courses(api):
@@ -151,7 +152,7 @@ def test_a_trainer_sees_only_their_courses(api):
     cohort = api("GET", "courses/llm-101/cohort", "t-trainer1").json()
     assert [(r["user"], r["assignments"]["tokenization"]["status"]) for r in cohort["learners"]] == \
         [("learner1", "graded"), ("learner2", "fetched")]
-    assert api("GET", "courses/hpc-101/cohort", "t-trainer1").status_code == 403
+    assert api("GET", "courses/hpc-101/cohort", "t-trainer1").status_code == 404
     # learner1 is in both courses: trainer1 sees llm-101 only, trainer2 hpc-101 only.
     assert [c["course"] for c in api("GET", "users/learner1", "t-trainer1").json()["courses"]] == ["llm-101"]
     assert [c["course"] for c in api("GET", "users/learner1", "t-trainer2").json()["courses"]] == ["hpc-101"]

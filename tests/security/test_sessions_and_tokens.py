@@ -1,0 +1,194 @@
+"""A session's hub token dies with its session; a link cannot start a session; cookies are SameSite.
+
+Through a real hub and the real one-node Slurm (issue #13). Each hub here has a Slurm tag of
+its own (slurm.cluster_name), so its reaper, and the clean-up after the test, touch only the
+jobs these tests started, not those of other hubs running beside them.
+"""
+
+from __future__ import annotations
+
+import html
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+import requests
+
+from hub import hub_process
+from hub.configurer import platform_tag
+from spawners.slurm_spawner import QUERY_SPAWN_REFUSED
+
+from ..assessment_support import wait_for
+from ..support import HubUser, run_in_kernel, squeue
+
+pytestmark = pytest.mark.integration
+
+CLUSTER_TAG = "sec13"  # platform tag academy-sec13
+MARGIN_S = 300  # AcademySlurmSpawner.token_expiry_margin (default)
+ALL_GPUS = {"key": "gpu-all", "display": "All four GPUs (tests)", "partition": "gpu", "gres": "gpu:h200:4",
+            "cpus": 1, "memory": "1G", "walltime_default": "00:10:00", "walltime_max": "00:20:00",
+            "groups": ["learners"]}
+
+
+@pytest.fixture
+def fast_hub(make_hub, base_config):
+    """A hub that notices a job's end within about two seconds (hub poll and squeue round: 1 s each)."""
+    return make_hub({
+        "profiles": [*base_config["profiles"], ALL_GPUS],
+        "hub": {"poll_interval": 1},
+        "sessions": {"monitor_interval": 1, "reaper_interval": 2, "reaper_grace": 0},
+        "slurm": {"command_timeout": 5, "cluster_name": CLUSTER_TAG},
+    })
+
+
+def our_live_jobs(hub, user: str) -> list[str]:
+    """Live jobs of USER that this hub submitted (other hubs may run sessions for the same demo users)."""
+    out = subprocess.run(["squeue", "--noheader", "--user", user, "--format=%i|%T|%k"], capture_output=True,
+                         text=True, check=True).stdout
+    tag = platform_tag(hub.cfg) + ":"
+    return [line.split("|")[0] for line in out.splitlines()
+            if line.split("|")[2].startswith(tag) and line.split("|")[1] in ("PENDING", "RUNNING", "CONFIGURING")]
+
+
+def start_session(hub, demo_credentials, name="learner1", profile="cpu-small", walltime=10) -> tuple[HubUser, str]:
+    user = HubUser(hub, name, demo_credentials[name])
+    r = user.api("POST", f"/users/{name}/server", json={"profile": profile, "walltime": walltime})
+    assert r.status_code in (201, 202), r.text
+    user.wait_ready()
+    (job,) = our_live_jobs(hub, name)
+    return user, job
+
+
+def session_token(hub, user: HubUser) -> str:
+    """The token the hub gave the session, as its server holds it (from the job's environment)."""
+    token = run_in_kernel(hub, user.name, user.token, "import os; print(os.environ['JUPYTERHUB_API_TOKEN'])").strip()
+    assert len(token) >= 32
+    return token
+
+
+def hub_answers(hub, token: str) -> int:
+    return requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10).status_code
+
+
+def exchange_answers(hub, token: str) -> int:
+    r = requests.get(f"{hub.url}/services/academy-exchange/api/assignments", headers={"Authorization": f"token {token}"},
+                     timeout=10, allow_redirects=False)
+    return r.status_code
+
+
+def server_tokens(user: HubUser) -> list[dict]:
+    """The user's tokens that belong to their server: its API token and the OAuth tokens of its client."""
+    r = user.api("GET", f"/users/{user.name}/tokens")
+    assert r.status_code == 200, r.text
+    return [t for t in r.json()["api_tokens"]
+            if (t.get("note") or "").startswith(f"Server at /user/{user.name}/") or
+            (t.get("oauth_client") or "").startswith(f"Server at /user/{user.name}/")]
+
+
+def assert_revoked(hub, user: HubUser, token: str) -> None:
+    assert hub_answers(hub, token) in (401, 403)
+    # The exchange asks the hub about a token it has not seen (it caches an answer for 5 minutes:
+    # this test shows the token to it only after the session ended).
+    assert exchange_answers(hub, token) in (302, 401, 403)
+    assert server_tokens(user) == []
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+def test_session_token_expires_with_the_walltime_and_dies_when_the_job_is_scancelled(fast_hub, demo_credentials):
+    learner, job = start_session(fast_hub, demo_credentials, walltime=10)
+    token = session_token(fast_hub, learner)
+    assert hub_answers(fast_hub, token) == 200
+    # The learner's browser opens JupyterLab: the hub gives the server's OAuth client a token too.
+    assert learner.http.get(f"{fast_hub.url}/user/{learner.name}/lab", timeout=60).status_code == 200
+    tokens = server_tokens(learner)
+    assert len(tokens) >= 2 and any(t["oauth_client"].startswith("Server at") for t in tokens), tokens
+    [api_token] = [t for t in tokens if (t.get("note") or "").startswith("Server at")]
+    assert api_token["expires_at"], "the session's token never expires"
+    left = (datetime.fromisoformat(api_token["expires_at"]) - datetime.now(timezone.utc)).total_seconds()
+    # The 10 minutes asked for (from the job's start, a few seconds ago) plus the margin: within
+    # the profile's maximum walltime plus the margin.
+    assert 10 * 60 < left <= 10 * 60 + MARGIN_S, left
+
+    subprocess.run(["scancel", job], check=True)  # behind the hub's back
+    assert wait_for(lambda: learner.server() is None, 20)
+    assert_revoked(fast_hub, learner, token)
+
+
+def test_session_token_dies_when_the_walltime_ends(fast_hub, demo_credentials):
+    learner, job = start_session(fast_hub, demo_credentials, walltime=1)
+    token = session_token(fast_hub, learner)
+    assert hub_answers(fast_hub, token) == 200
+    assert wait_for(lambda: learner.server() is None, 150)
+    assert squeue("--jobs", job)[0]["state"] == "TIMEOUT"
+    assert_revoked(fast_hub, learner, token)
+
+
+def test_session_token_dies_when_the_job_is_preempted(fast_hub, demo_credentials):
+    # The session holds every GPU, so the urgent job can preempt no one else's.
+    learner, job = start_session(fast_hub, demo_credentials, profile="gpu-all")
+    token = session_token(fast_hub, learner)
+    assert hub_answers(fast_hub, token) == 200
+    urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--gres=gpu:h200:1", "--time=2",
+                             "--output=/dev/null", "--wrap=sleep 60"], capture_output=True, text=True, check=True,
+                            cwd="/tmp").stdout.strip()
+    try:
+        assert wait_for(lambda: learner.server() is None, 30)
+        assert squeue("--jobs", job)[0]["state"] == "PREEMPTED"
+        assert_revoked(fast_hub, learner, token)
+    finally:
+        subprocess.run(["scancel", urgent], check=False)
+
+
+def test_session_token_dies_when_the_job_ended_while_the_hub_was_down(fast_hub, demo_credentials):
+    learner, job = start_session(fast_hub, demo_credentials)
+    token = session_token(fast_hub, learner)
+    hub_process.stop(fast_hub.cfg)
+    subprocess.run(["scancel", job], check=True)
+    hub_process.start(fast_hub.cfg, config_env={"ACADEMY_CONFIG": str(fast_hub.config_file)})
+    learner = HubUser(fast_hub, learner.name, demo_credentials[learner.name])
+    assert wait_for(lambda: learner.server() is None, 20)
+    assert_revoked(fast_hub, learner, token)
+
+
+# --- no session from a link; SameSite cookies --------------------------------------------------
+
+def test_a_link_with_spawn_options_starts_no_session_and_says_what_to_do(fast_hub, demo_credentials):
+    learner = HubUser(fast_hub, "learner2", demo_credentials["learner2"])
+    for link in ("/hub/spawn?opt-profile=cpu-small&opt-walltime=10&opt-course=",
+                 "/hub/spawn/learner2?profile=cpu-small&walltime=10"):  # JupyterHub's older form of the same
+        r = learner.http.get(f"{fast_hub.url}{link}", timeout=30)
+        page = html.unescape(r.text)
+        assert r.status_code == 400, (link, r.status_code, r.url)
+        assert QUERY_SPAWN_REFUSED in page and 'name="profile"' in page  # the message, above the form
+        assert learner.server() is None
+        assert our_live_jobs(fast_hub, "learner2") == []
+    # The form itself still starts one.
+    r = learner.submit_spawn_form(profile="cpu-small", walltime="10", course="")
+    assert r.status_code == 302, r.text
+    learner.wait_ready()
+    learner.stop_server()
+
+
+def set_cookies(response: requests.Response) -> list[str]:
+    return [c for r in (*response.history, response) for c in r.raw.headers.getlist("Set-Cookie")]
+
+
+def test_cookies_of_the_hub_and_its_services_are_samesite(fast_hub, demo_credentials):
+    http = requests.Session()
+    seen = set_cookies(http.get(f"{fast_hub.url}/hub/login", timeout=30))
+    r = http.post(f"{fast_hub.url}/hub/login", timeout=30,
+                  data={"username": "learner2", "password": demo_credentials["learner2"],
+                        "_xsrf": http.cookies.get("_xsrf")})
+    assert r.status_code == 200 and "/hub/login" not in r.url
+    seen += set_cookies(r)
+    # A service's own sign-in (OAuth through the hub) sets its cookies too.
+    seen += set_cookies(http.get(f"{fast_hub.url}/services/academy-exchange/courses/llm-101", timeout=30))
+    names = {c.split("=", 1)[0] for c in seen}
+    assert {"_xsrf", "jupyterhub-hub-login", "jupyterhub-session-id", "service-academy-exchange"} <= names, names
+    # A deletion (empty value, expired) leaves nothing for a browser to send. The service's own
+    # _xsrf cookie comes from its tornado app, not from the hub's options, and signs no one in.
+    checked = [c for c in seen if not c.split(";")[0].endswith('=""')
+               and not (c.startswith("_xsrf=") and "Path=/services/" in c)]
+    assert len(checked) >= 5
+    assert [c for c in checked if "samesite=lax" not in c.lower() and "samesite=strict" not in c.lower()] == []
