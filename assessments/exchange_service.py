@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -42,6 +42,7 @@ from .web_safety import OAuthCallback, SecurityHeaders, redact_tornado_logs
 
 log = logging.getLogger("academy.exchange")
 SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
+AUTH_CACHE_S = 2  # seconds the hub's answer about a token is reused (0 would mean forever)
 MAX_BODY = 1 << 20   # any request but a submission (forms, small JSON); SubmissionsHandler raises its own
 # A refused submission up to this size is read and dropped before the answer, so that the client
 # hears why: urllib (the learners' exchange client) reports only a reset when the connection
@@ -399,6 +400,7 @@ def make_app(cfg: dict) -> web.Application:
         catalogue=load_catalogue(profiles={p["key"] for p in cfg["profiles"]}),
         profiles={p["key"]: p for p in cfg["profiles"]},
         cookie_secret=os.urandom(32),  # sign-ins last as long as the service; the hub signs them in again
+        xsrf_cookie_kwargs={"samesite": "Lax"},
     )
 
 
@@ -408,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     # The hub hands over its validated configuration (nothing below the hub imports hub/).
     cfg = json.loads(os.environ["ACADEMY_SERVICE_CONFIG"])
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    # HubOAuthenticated handlers share this instance: a token the hub revoked (a session that
+    # ended) is refused here within AUTH_CACHE_S, not JupyterHub's default 5 minutes.
+    HubOAuth.instance(cache_max_age=AUTH_CACHE_S)
     server = HTTPServer(make_app(cfg), max_body_size=MAX_BODY)
     server.listen(url.port, url.hostname)
     log.info("exchange listening on %s:%d", url.hostname, url.port)

@@ -249,6 +249,7 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
         writer=ThreadPoolExecutor(1, thread_name_prefix="progress-write"),
         readers=ThreadPoolExecutor(4, thread_name_prefix="progress-read"),
         cookie_secret=os.urandom(32),
+        xsrf_cookie_kwargs={"samesite": "Lax"},
     )
 
 
