@@ -206,3 +206,15 @@ class FakeHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def session_token(hub: Hub, user: "HubUser") -> str:
+    """The token the hub gave a session, as its server holds it (from the job's environment)."""
+    token = run_in_kernel(hub, user.name, user.token, "import os; print(os.environ['JUPYTERHUB_API_TOKEN'])").strip()
+    assert len(token) >= 32
+    return token
+
+
+def hub_answers(hub: Hub, token: str) -> int:
+    """The hub's status code for GET /hub/api/user with TOKEN: 200 while it lives."""
+    return requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10).status_code

@@ -18,7 +18,7 @@ import requests
 
 from hub import slurm_cluster
 
-from ..support import HubUser, live_jobs, run_in_kernel, squeue
+from ..support import HubUser, hub_answers, live_jobs, run_in_kernel, session_token, squeue
 
 pytestmark = pytest.mark.integration
 
@@ -291,12 +291,16 @@ def test_controller_down_keeps_sessions_and_fails_new_starts_clearly(make_hub, d
 def test_walltime_end_is_seen_within_one_poll(make_hub, demo_credentials):
     hub = fast_hub(make_hub)
     learner, job = start_session(hub, demo_credentials, walltime=1)
+    token = session_token(hub, learner)
+    assert hub_answers(hub, token) == 200
     assert wait_for(lambda: squeue("--jobs", job["id"])[0]["state"] not in ("RUNNING", "COMPLETING"), 150, 1)
     ended = time.monotonic()
     assert squeue("--jobs", job["id"])[0]["state"] == "TIMEOUT"
     assert wait_for(lambda: learner.server() is None, 10, 0.2)
     # one hub poll (1 s) plus one monitor round (1 s), with room for a busy machine
     assert time.monotonic() - ended < 6
+    # and the session's hub token died with it (tests/security/test_sessions_and_tokens.py: scancel, preemption)
+    assert hub_answers(hub, token) in (401, 403)
 
 
 def test_two_sessions_on_one_node_get_their_own_ports(make_hub, demo_credentials):

@@ -1,8 +1,9 @@
 """A session's hub token dies with its session; a link cannot start a session; cookies are SameSite.
 
-Through a real hub and the real one-node Slurm (issue #13). Each hub here has a Slurm tag of
-its own (slurm.cluster_name), so its reaper, and the clean-up after the test, touch only the
-jobs these tests started, not those of other hubs running beside them.
+Through a real hub and the real one-node Slurm (issue #13); a walltime's end is checked in
+tests/integration/test_faults.py::test_walltime_end_is_seen_within_one_poll. Each hub here has a
+Slurm tag of its own (slurm.cluster_name), so its reaper, and the clean-up after the test, touch
+only the jobs these tests started, not those of other hubs running beside them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from assessments.exchange_service import AUTH_CACHE_S
 from spawners.slurm_spawner import QUERY_SPAWN_REFUSED
 
 from ..assessment_support import wait_for
-from ..support import HubUser, run_in_kernel, squeue
+from ..support import HubUser, hub_answers, session_token, squeue
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +59,6 @@ def start_session(hub, demo_credentials, name="learner1", profile="cpu-small", w
     user.wait_ready()
     (job,) = our_live_jobs(hub, name)
     return user, job
-
-
-def session_token(hub, user: HubUser) -> str:
-    """The token the hub gave the session, as its server holds it (from the job's environment)."""
-    token = run_in_kernel(hub, user.name, user.token, "import os; print(os.environ['JUPYTERHUB_API_TOKEN'])").strip()
-    assert len(token) >= 32
-    return token
-
-
-def hub_answers(hub, token: str) -> int:
-    return requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10).status_code
 
 
 def exchange_answers(hub, token: str) -> int:
@@ -113,15 +103,6 @@ def test_session_token_expires_with_the_walltime_and_dies_when_the_job_is_scance
 
     subprocess.run(["scancel", job], check=True)  # behind the hub's back
     assert wait_for(lambda: learner.server() is None, 20)
-    assert_revoked(fast_hub, learner, token)
-
-
-def test_session_token_dies_when_the_walltime_ends(fast_hub, demo_credentials):
-    learner, job = start_session(fast_hub, demo_credentials, walltime=1)
-    token = session_token(fast_hub, learner)
-    assert hub_answers(fast_hub, token) == 200
-    assert wait_for(lambda: learner.server() is None, 150)
-    assert squeue("--jobs", job)[0]["state"] == "TIMEOUT"
     assert_revoked(fast_hub, learner, token)
 
 
