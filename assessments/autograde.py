@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from courses.catalogue import Assignment
 from spawners.profiles import Profile, format_walltime
@@ -29,6 +30,8 @@ from . import gradebook as gb
 from .store import Store, StoreError
 
 MAX_RESULT_BYTES = 4 << 20
+SCRIPT = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=False,
+                     keep_trailing_newline=True, undefined=StrictUndefined).get_template("grading_job.sh.j2")
 
 
 @dataclass
@@ -62,31 +65,13 @@ def _memory_mb(size: str) -> int:
 
 
 def batch_script(batch: Path, n_tasks: int, profile: Profile, cfg: dict, per_task_s: int, label: str) -> str:
-    """The grading job's script. Every value in it is ours (ids are catalogue slugs, paths are the store's)."""
+    """The grading job's script (templates/grading_job.sh.j2, shellchecked in the tests)."""
     a = cfg["assessments"]
-    gpu = bool(profile.gres)
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name=academy-grade",
-        f"#SBATCH --comment={label}",
-        f"#SBATCH --array=0-{n_tasks - 1}",
-        f"#SBATCH --partition={profile.partition}",
-        f"#SBATCH --cpus-per-task={profile.cpus if gpu else 1}",
-        f"#SBATCH --mem={_memory_mb(a['sandbox_memory']) + 1024}M",
-        f"#SBATCH --time={format_walltime(per_task_s)}",
-        f"#SBATCH --output={batch}/logs/task-%a.log",
-        "#SBATCH --export=NONE",
-        "#SBATCH --requeue",
-    ]
-    if gpu:  # an assignment whose profile has GPUs is graded on one
-        lines.append(f"#SBATCH --gres={profile.gres}")
-    python = Path(cfg["notebook_env"]) / "bin" / "python"
-    lines += [
-        "set -euo pipefail",
-        "export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8",
-        f"exec {python} -I -m assessments.grader.task {batch}",
-    ]
-    return "\n".join(lines) + "\n"
+    gpu = bool(profile.gres)  # an assignment whose profile has GPUs is graded on one
+    return SCRIPT.render(
+        label=label, last_task=n_tasks - 1, partition=profile.partition, cpus=profile.cpus if gpu else 1,
+        memory_mb=_memory_mb(a["sandbox_memory"]) + 1024, walltime=format_walltime(per_task_s), batch=batch,
+        gres=profile.gres if gpu else "", python=Path(cfg["notebook_env"]) / "bin" / "python")
 
 
 async def start(store: Store, cfg: dict, a: Assignment, profile: Profile, slurm: SlurmClient,

@@ -1,5 +1,6 @@
 """The grading job's batch script: what Slurm is asked for, from the assignment's profile."""
 
+import subprocess
 from pathlib import Path
 
 from assessments.autograde import batch_script
@@ -23,3 +24,15 @@ def test_a_gpu_assignment_is_graded_on_a_gpu_and_a_cpu_one_is_not(tmp_path):
     assert "#SBATCH --export=NONE" in cpu and "#SBATCH --time=00:15:00" in cpu
     assert cpu.rstrip().endswith(f"-I -m assessments.grader.task {tmp_path}")
     assert "#SBATCH --mem=4096M" in cpu  # the sandbox's 3G, plus the driver's own
+
+
+def test_the_grading_script_passes_shellcheck(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    cfg = load(tmp_path / "config.yaml")
+    for key in ("gpu-h200-1", "cpu-small"):
+        path = tmp_path / f"{key}.sbatch"
+        path.write_text(batch_script(tmp_path / "batch", 2, profile(cfg, key), cfg, 900, "academy-grading:c:a:b"))
+        # shellcheck is installed by ./academy prepare (and .ci/run): a missing one fails here, never skips.
+        result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout

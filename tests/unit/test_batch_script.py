@@ -1,7 +1,6 @@
 """The sbatch script: rendered from a validated request only, and clean under shellcheck."""
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -114,7 +113,6 @@ def test_a_script_without_a_server_command_renders():
     assert "#SBATCH --partition=gpu" in script
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./academy and .ci/run")
 @pytest.mark.parametrize("key", [p.key for p in PROFILES])
 def test_rendered_script_passes_shellcheck(key, tmp_path):
     script = render({"profile": key}, [p for p in PROFILES if p.key == key])
@@ -124,7 +122,6 @@ def test_rendered_script_passes_shellcheck(key, tmp_path):
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./academy and .ci/run")
 @pytest.mark.parametrize("script", ["academy", ".ci/run"])
 def test_project_shell_scripts_pass_shellcheck(script):
     from pathlib import Path
