@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from courses.catalogue import Assignment
 from spawners.profiles import Profile, format_walltime
-from spawners.slurm_client import SlurmClient, SlurmError, is_invalid_job
+from spawners.slurm_client import SlurmClient
 
 from . import gradebook as gb
 from .store import Store, StoreError
@@ -125,15 +125,8 @@ def open_batch(store: Store, course: str, assignment: str, batch_id: str) -> Bat
 async def progress(batch: Batch, slurm: SlurmClient) -> Progress:
     results = [_read_result(p) for p in (batch.dir / "results").glob("*.json")]
     failed = sum(1 for r in results if r is None or r.get("error"))
-    try:
-        out = await slurm.run([slurm._cmd("squeue"), "--noheader", "--array", f"--jobs={batch.job_id}", "--format=%T"])
-    except SlurmError as e:
-        if not is_invalid_job(e):
-            raise
-        out = ""  # the array left Slurm's memory: it has ended
-    states = out.split()
+    states = await slurm.array_states(batch.job_id)      # [] once the array left Slurm's memory: it has ended
     running = sum(1 for s in states if s in ("RUNNING", "COMPLETING", "CONFIGURING"))
-    pending = sum(1 for s in states if s == "PENDING")
     alive = any(s in ("RUNNING", "COMPLETING", "CONFIGURING", "PENDING", "SUSPENDED") for s in states)
     total = len(batch.submissions)
     graded = len(results) - failed

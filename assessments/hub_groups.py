@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import urllib.error
 import urllib.parse
 
 import sqlalchemy as sa
 
 from spawners.options import COURSE_GROUP_SUFFIXES
-from spawners.reaper import HubAPI
+from spawners.hub_api import HubAPI, HubAPIError
 
 from . import gradebook as gb
 
@@ -42,13 +40,13 @@ def sync_once(hub: HubAPI, engine: sa.Engine, known_groups: set[str]) -> dict[st
     for name in known_groups - set(want):
         want[name] = set()
     changes = {}
-    existing_users = {u["name"] for u in hub.request("GET", "/users?limit=10000") or []}
+    existing_users = {u["name"] for u in hub.items("/users")}
     for group, members in sorted(want.items()):
         quoted = urllib.parse.quote(group)
         try:
             have = set(hub.request("GET", f"/groups/{quoted}")["users"])
-        except urllib.error.HTTPError as e:
-            if e.code != 404:
+        except HubAPIError as e:
+            if e.status != 404:
                 raise
             if not members:
                 continue
@@ -71,7 +69,7 @@ def sync_once(hub: HubAPI, engine: sa.Engine, known_groups: set[str]) -> dict[st
 
 
 async def keep_in_sync(engine: sa.Engine, interval: float = 5.0) -> None:
-    hub, known = HubAPI(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]), set()
+    hub, known = HubAPI.from_env(), set()
     while True:
         try:
             await asyncio.to_thread(sync_once, hub, engine, known)

@@ -25,8 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import requests
@@ -38,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from hub import config as academy_config  # noqa: E402
 from hub import hub_process  # noqa: E402
+from spawners.hub_api import HubAPI, HubAPIError  # noqa: E402
 
 RESULTS = BENCH_DIR / "results"
 ANCHOR_CONFIG = BENCH_DIR / "anchor_jupyterhub_config.py"
@@ -186,10 +185,10 @@ def free_port() -> int:
 
 def _is_up(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url + "/hub/api/", timeout=3) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
+        HubAPI(url + "/hub/api", "", timeout=3).request("GET", "/")
+    except HubAPIError:
         return False
+    return True
 
 
 def _kill_pidfile(path: Path) -> None:

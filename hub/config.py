@@ -1,10 +1,12 @@
-"""The platform's configuration: defaults -> operator file, validated once at start-up.
+"""The platform's configuration: defaults -> operator file -> drop-ins, validated once at start-up.
 
 Layers, later ones winning (mappings merge key by key, lists replace):
 1. hub/defaults.yaml (the embedded default: one-node Slurm, SQLite, demo users);
-2. the operator's file: $ACADEMY_CONFIG, else /etc/academy/config.yaml if it exists.
+2. the operator's file: $ACADEMY_CONFIG, else /etc/academy/config.yaml if it exists;
+3. every ``*.yaml`` in ``config.d/`` beside that file (/etc/academy/config.d/ when there is
+   none), in name order: secrets and site parts that another tool or person owns.
 The merged result is checked against SCHEMA and every profile by spawners.profiles; the
-first problem found is reported with the key's path and what is accepted.
+first problem found is reported with the key's path, what is accepted, and the file that set it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from .config_schema import SCHEMA
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 SYSTEM_CONFIG = Path("/etc/academy/config.yaml")
+DROP_IN_DIR = "config.d"
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is accepted."""
+
+    def __init__(self, message: str, path: tuple = ()):
+        super().__init__(message)
+        self.path = tuple(path)  # where in the merged config, for naming the file that set it
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -47,6 +54,12 @@ def config_path() -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
+def drop_in_files(path: Path | None) -> list[Path]:
+    """The drop-ins that layer over ``path`` (the operator's file, or None), in name order."""
+    directory = (path.parent if path is not None else SYSTEM_CONFIG.parent) / DROP_IN_DIR
+    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -59,43 +72,81 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _path_of(error: jsonschema.ValidationError) -> str:
+def _path_of(path: tuple) -> str:
     parts = []
-    for p in error.absolute_path:
+    for p in path:
         parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
     return "".join(parts) or "(top level)"
 
 
+def _inside_a_profile(path) -> bool:
+    return len(path) > 1 and path[0] == "profiles"
+
+
+def _schema_error(cfg: dict) -> ConfigError | None:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    # Inside a profile, spawners.profiles words the problem (profile key, field, accepted values).
+    errors = [e for e in validator.iter_errors(cfg) if not _inside_a_profile(e.absolute_path)]
+    if not errors:
+        return None
+    e = min(errors, key=lambda e: [str(p) for p in e.absolute_path])
+    path = tuple(e.absolute_path)
+    if e.validator == "additionalProperties":
+        allowed = ", ".join(sorted(e.schema.get("properties", {})))
+        unexpected = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+        # The path of the unexpected key itself, so that the file holding it is named.
+        return ConfigError(f"config key {_path_of(path)}: {e.message}; accepted keys: {allowed}",
+                           path + tuple(unexpected[:1]))
+    hint = e.schema.get("description", "")
+    return ConfigError(f"config key {_path_of(path)}: {e.message}" + (f"; accepted: {hint}" if hint else ""), path)
+
+
 def validate(cfg: dict) -> dict:
     """Validate a merged configuration; return it, or raise ConfigError."""
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        hint = e.schema.get("description", "")
-        if e.validator == "additionalProperties":
-            allowed = ", ".join(sorted(e.schema.get("properties", {})))
-            raise ConfigError(f"config key {_path_of(e)}: {e.message}; accepted keys: {allowed}")
-        raise ConfigError(f"config key {_path_of(e)}: {e.message}" + (f"; accepted: {hint}" if hint else ""))
+    error = _schema_error(cfg)
+    if error:
+        raise error
     try:
         profiles = parse_profiles(cfg["profiles"])
     except ProfileError as e:
-        raise ConfigError(f"config key {e}") from None
+        raise ConfigError(f"config key {e}", ("profiles",)) from None
     partitions = {p["name"] for p in cfg["slurm"]["partitions"]}
     if cfg["slurm"]["manage"]:
         for i, p in enumerate(profiles):
             if p.partition not in partitions:
                 raise ConfigError(
                     f"config key profiles[{i}] ({p.key}): partition '{p.partition}' is not one of the embedded "
-                    f"cluster's partitions: {', '.join(sorted(partitions))}"
+                    f"cluster's partitions: {', '.join(sorted(partitions))}", ("profiles",)
                 )
     return cfg
+
+
+def _origin(layers: list[tuple[Path, dict]], path: tuple) -> Path | None:
+    """The last file that set the value at ``path`` (a list is set whole by one file)."""
+    for source, data in reversed(layers):
+        value: Any = data
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+            if not isinstance(value, dict):
+                return source
+        else:
+            return source
+    return None
 
 
 def load(path: Path | None = None) -> dict:
     """Read the layers and validate them."""
     cfg = _read_yaml(DEFAULTS_FILE)
     path = path if path is not None else config_path()
-    if path is not None:
-        cfg = merge(cfg, _read_yaml(path))
-    return validate(cfg)
+    layers = [(f, _read_yaml(f)) for f in ([path] if path is not None else []) + drop_in_files(path)]
+    for _, data in layers:
+        cfg = merge(cfg, data)
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        source = _origin(layers, e.path) if e.path else None
+        if source is None:
+            raise
+        raise ConfigError(f"{source}: {e}", e.path) from None

@@ -1,158 +1,180 @@
 """JSON schema of /etc/academy/config.yaml: the one source of validation and of the keys' docs.
 
-Profiles are checked structurally here and semantically by spawners.profiles.
+Every key carries a ``description``: it is the "accepted:" hint of a validation error and the
+text of docs/configuration.md (hub/config_reference.py). Defaults live in hub/defaults.yaml.
+Profiles are checked structurally by spawners.profiles.PROFILE_SCHEMA (embedded here) and
+semantically by spawners.profiles.parse_profiles.
 """
+
+from spawners.profiles import PROFILE_SCHEMA, WALLTIME_PATTERN
+
+
+def _(base: dict, what: str) -> dict:
+    """A shared value type with what this key is for in front of what it accepts."""
+    return {**base, "description": f"{what}; {base['description']}"}
+
+
+def _section(description: str, properties: dict) -> dict:
+    return {"type": "object", "additionalProperties": False, "description": description, "properties": properties}
+
 
 _name = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
          "description": "letters, digits, '_', '.' and '-'"}
 _port = {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a TCP port, 1 to 65535"}
-_walltime = {"type": "string", "pattern": r"^(\d{1,2}-)?\d{1,2}:\d{2}:\d{2}$",
-             "description": "HH:MM:SS or D-HH:MM:SS"}
+_walltime = {"type": "string", "pattern": WALLTIME_PATTERN, "description": "HH:MM:SS or D-HH:MM:SS"}
 _abs_path = {"type": "string", "pattern": r"^/[^\n\0]*$", "description": "an absolute path"}
 _user = {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$", "description": "a Unix user name"}
+_users = {"type": "array", "items": _user, "description": "a list of Unix user names"}
+_size = {"type": "string", "pattern": r"^[1-9][0-9]*[MGT]$", "description": "a size such as 512M or 3G"}
+
+HUB = _section("the hub, its proxy and its database", {
+    "ip": {"type": "string", "description": "address the public proxy listens on"},
+    "port": _(_port, "port the public proxy listens on"),
+    "public_url": {"type": "string", "pattern": r"^(https?://[^\s/]+/?)?$",
+                   "description": "http(s) URL users open (the TLS reverse proxy's); empty: http://ip:port/"},
+    "hub_ip": {"type": "string", "description": "address the hub's API listens on"},
+    "hub_port": _(_port, "port the hub's API listens on"),
+    "proxy_api_port": _(_port, "configurable-http-proxy's REST API port, on loopback"),
+    "hub_connect_url": {"type": "string", "pattern": r"^https?://[^\s]+$",
+                        "description": "http(s) URL the compute nodes use to reach the hub"},
+    "state_dir": _(_abs_path, "the hub's state: SQLite database, cookie secret, tokens"),
+    "log_dir": _(_abs_path, "where the hub and its services write their logs"),
+    "db_url": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in state_dir"},
+    "admin_users": _(_users, "hub administrators"),
+    "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400,
+                      "description": "seconds a session may take to start, queue time included, 10 to 86400"},
+    "http_timeout": {"type": "integer", "minimum": 5, "maximum": 3600,
+                     "description": "seconds for a started server to answer, 5 to 3600"},
+    "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600,
+                      "description": "seconds between the hub's checks of each session, 1 to 3600"},
+})
+
+AUTH = _section("how users log in", {
+    "type": {"type": "string", "enum": ["pam"],
+             "description": "the authenticator: 'pam' (the hub machine's Unix accounts); "
+                            "other authenticators come in a later release"},
+})
+
+SESSIONS = _section("learners' sessions (Slurm jobs)", {
+    "pending_timeout": {"type": "integer", "minimum": 0, "maximum": 86400,
+                        "description": "seconds in the queue before a start is cancelled; 0 for automatic "
+                                       "(start_timeout - 30), at most 86400"},
+    "monitor_interval": {"type": "number", "minimum": 0.5, "maximum": 600,
+                         "description": "seconds between batched squeue calls, 0.5 to 600"},
+    "idle_timeout": {"type": "integer", "minimum": 0, "description": "seconds; 0 disables idle culling"},
+    "reaper_interval": {"type": "number", "minimum": 1, "maximum": 3600,
+                        "description": "seconds between reaper rounds (jobs without a hub record are "
+                                       "cancelled), 1 to 3600"},
+    "reaper_grace": {"type": "number", "minimum": 0, "maximum": 86400,
+                     "description": "seconds a job may go unrecorded (a start in progress), 0 to 86400"},
+})
+
+PARTITION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "max_time", "default_time"],
+    "description": "one partition of the embedded cluster",
+    "properties": {
+        "name": _(_name, "the partition's name"),
+        "max_time": _(_walltime, "the longest job"),
+        "default_time": _(_walltime, "a job's walltime when it asks for none"),
+        "default": {"type": "boolean", "default": False,
+                    "description": "true for the partition jobs get when they name none"},
+        "priority_tier": {"type": "integer", "minimum": 1, "maximum": 65533,
+                          "default": 1, "description": "higher tiers preempt (cancel) lower ones, 1 to 65533"},
+        "hidden": {"type": "boolean", "default": False,
+                   "description": "true for Slurm's Hidden=YES (sinfo and squeue list it only with --all)"},
+    },
+}
+
+SLURM = _section("the Slurm cluster sessions and grading run on", {
+    "manage": {"type": "boolean", "description": "true to run the embedded one-node cluster"},
+    "command_timeout": {"type": "number", "minimum": 1, "maximum": 600,
+                        "description": "seconds before a Slurm command counts as hung, 1 to 600"},
+    "bin_dir": {"type": "string", "pattern": r"^(/[^\n\0]*)?$",
+                "description": "'' or the absolute directory of sbatch, squeue and scancel"},
+    "cluster_name": _(_name, "the embedded cluster's name, also in each job's comment"),
+    "conf_dir": _(_abs_path, "where the embedded cluster's slurm.conf is written"),
+    "state_dir": _(_abs_path, "the embedded cluster's state"),
+    "log_dir": _(_abs_path, "the embedded cluster's logs"),
+    "ctld_port": _(_port, "slurmctld's port"),
+    "slurmd_port": _(_port, "slurmd's port"),
+    "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096,
+                  "description": "the embedded node's CPU cores, 1 to 4096"},
+    "node_memory_mb": {"type": "integer", "minimum": 256,
+                       "description": "the embedded node's memory in MB, at least 256"},
+    "gpu_type": _(_name, "the embedded node's GPU type, as in gres gpu:<type>:<n>"),
+    "gpus": {"type": "integer", "minimum": 0, "maximum": 64,
+             "description": "the embedded node's GPUs, 0 to 64"},
+    "server_ip": {"type": "string", "description": "address session servers bind to"},
+    "node_hosts": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "Slurm node name -> address the hub connects to"},
+    "partitions": {"type": "array", "minItems": 1, "items": PARTITION,
+                   "description": "the embedded cluster's partitions, a non-empty list"},
+})
+
+ASSESSMENTS = _section("assignments, submissions and grading", {
+    "root": _(_abs_path, "published assignments, submissions and grading batches (root only)"),
+    "database": {"type": "string", "description": "SQLAlchemy URL of the gradebook; empty for SQLite in root"},
+    "work_root": _(_abs_path, "on each grading node, the sandboxes' scratch space"),
+    "exchange_port": _(_port, "the exchange service's port, on the hub's address"),
+    "max_parallel": {"type": "integer", "minimum": 0, "maximum": 100000,
+                     "description": "grading tasks at once; 0 for the node's cores"},
+    "cell_timeout": {"type": "integer", "minimum": 1, "maximum": 86400,
+                     "description": "seconds one cell may run when graded, 1 to 86400"},
+    "sandbox_memory": _(_size, "memory per graded submission (RLIMIT_DATA)"),
+    "sandbox_processes": {"type": "integer", "minimum": 8, "maximum": 100000,
+                          "description": "processes per graded submission, 8 to 100000"},
+    "late_penalty_per_day": {"type": "number", "minimum": 0, "maximum": 1,
+                             "description": "fraction of the points lost per started day late, 0 to 1"},
+    "late_grace_s": {"type": "number", "minimum": 0,
+                     "description": "seconds after the deadline still counted on time, at least 0"},
+    "submission_max_size": {"type": "string", "pattern": r"^[1-9][0-9]*[MG]$",
+                            "description": "the most one submission may hold, a size such as 20M or 1G"},
+    "submissions_per_hour": {"type": "integer", "minimum": 1, "maximum": 3600,
+                             "description": "submissions a learner may store per assignment in any hour, 1 to 3600"},
+    "learner_quota": {"type": "string", "pattern": r"^[1-9][0-9]*[MGT]$",
+                      "description": "what one learner's submissions may take in the store, all "
+                                     "courses together, a size such as 500M or 2G"},
+    "keep_submissions": {"type": "integer", "minimum": 1, "maximum": 1000,
+                         "description": "the latest submissions kept per learner and assignment (graded "
+                                        "ones are kept besides), 1 to 1000"},
+    "demo_enrolment": _section("demo only: who is enrolled in every catalogue course at start-up", {
+        "learners": _(_users, "enrolled as learners in each course"),
+        "trainers": _(_users, "enrolled as trainers in each course"),
+    }),
+})
+
+PROGRESS = _section("the progress service (learner and trainer dashboards)", {
+    "database": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in hub.state_dir"},
+    "port": _(_port, "its port, on the hub's address"),
+    "auth_cache_s": {"type": "number", "minimum": 0, "maximum": 3600,
+                     "description": "seconds the hub's answer about a token is reused, 0 to 3600"},
+})
+
+DEMO = _section("demo accounts: real Unix users with generated passwords; disable in production", {
+    "enabled": {"type": "boolean", "description": "true to create the demo users and courses"},
+    "credentials_file": _(_abs_path, "where the generated passwords are kept (root only)"),
+    "users": {"type": "object", "propertyNames": _user,
+              "additionalProperties": {"type": "array", "items": _name},
+              "description": "user name -> list of hub groups"},
+})
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "additionalProperties": False,
-    "required": ["hub", "notebook_env", "sessions", "slurm", "profiles", "demo"],
+    "required": ["hub", "auth", "notebook_env", "sessions", "slurm", "profiles", "demo"],
     "properties": {
-        "hub": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "ip": {"type": "string", "description": "address the public proxy listens on"},
-                "port": _port,
-                "public_url": {"type": "string", "pattern": r"^(https?://[^\s/]+/?)?$",
-                               "description": "http(s) URL users open (the TLS reverse proxy's); empty: http://ip:port/"},
-                "hub_ip": {"type": "string", "description": "address the hub's API listens on"},
-                "hub_port": _port,
-                "proxy_api_port": _port,
-                "hub_connect_url": {"type": "string", "pattern": r"^https?://[^\s]+$",
-                                    "description": "http(s) URL the compute nodes use to reach the hub"},
-                "state_dir": _abs_path,
-                "log_dir": _abs_path,
-                "db_url": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in state_dir"},
-                "admin_users": {"type": "array", "items": _user},
-                "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400,
-                                  "description": "seconds a session may take to start, queue time included"},
-                "http_timeout": {"type": "integer", "minimum": 5, "maximum": 3600,
-                                 "description": "seconds for a started server to answer"},
-                "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600,
-                                  "description": "seconds between the hub's checks of each session"},
-            },
-        },
-        "notebook_env": {**_abs_path, "description": "the session's virtual environment, readable by learners"},
-        "sessions": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "pending_timeout": {"type": "integer", "minimum": 0, "maximum": 86400,
-                                    "description": "seconds in the queue before a start is cancelled; 0 for automatic"},
-                "monitor_interval": {"type": "number", "minimum": 0.5, "maximum": 600,
-                                     "description": "seconds between batched squeue calls"},
-                "idle_timeout": {"type": "integer", "minimum": 0, "description": "seconds; 0 disables idle culling"},
-                "reaper_interval": {"type": "number", "minimum": 1, "maximum": 3600},
-                "reaper_grace": {"type": "number", "minimum": 0, "maximum": 86400},
-            },
-        },
-        "slurm": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "manage": {"type": "boolean", "description": "true to run the embedded one-node cluster"},
-                "command_timeout": {"type": "number", "minimum": 1, "maximum": 600,
-                                    "description": "seconds before a Slurm command counts as hung"},
-                "bin_dir": {"type": "string", "pattern": r"^(/[^\n\0]*)?$",
-                            "description": "'' or the absolute directory of sbatch, squeue and scancel"},
-                "cluster_name": _name,
-                "conf_dir": _abs_path,
-                "state_dir": _abs_path,
-                "log_dir": _abs_path,
-                "ctld_port": _port,
-                "slurmd_port": _port,
-                "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096},
-                "node_memory_mb": {"type": "integer", "minimum": 256},
-                "gpu_type": _name,
-                "gpus": {"type": "integer", "minimum": 0, "maximum": 64},
-                "server_ip": {"type": "string", "description": "address session servers bind to"},
-                "node_hosts": {"type": "object", "additionalProperties": {"type": "string"},
-                               "description": "Slurm node name -> address the hub connects to"},
-                "partitions": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["name", "max_time", "default_time"],
-                        "properties": {
-                            "name": _name,
-                            "max_time": _walltime,
-                            "default_time": _walltime,
-                            "default": {"type": "boolean"},
-                            "priority_tier": {"type": "integer", "minimum": 1, "maximum": 65533,
-                                              "description": "higher tiers preempt (cancel) lower ones"},
-                            "hidden": {"type": "boolean"},
-                        },
-                    },
-                },
-            },
-        },
-        "profiles": {"type": "array", "minItems": 1, "items": {"type": "object"},
-                     "description": "resource profiles, see spawners/profiles.py"},
-        "assessments": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "root": _abs_path,
-                "database": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in root"},
-                "work_root": _abs_path,
-                "exchange_port": _port,
-                "max_parallel": {"type": "integer", "minimum": 0, "maximum": 100000,
-                                 "description": "grading tasks at once; 0 for the node's cores"},
-                "cell_timeout": {"type": "integer", "minimum": 1, "maximum": 86400},
-                "sandbox_memory": {"type": "string", "pattern": r"^[1-9][0-9]*[MGT]$",
-                                   "description": "a size such as 512M or 3G"},
-                "sandbox_processes": {"type": "integer", "minimum": 8, "maximum": 100000},
-                "late_penalty_per_day": {"type": "number", "minimum": 0, "maximum": 1},
-                "late_grace_s": {"type": "number", "minimum": 0},
-                "submission_max_size": {"type": "string", "pattern": r"^[1-9][0-9]*[MG]$",
-                                        "description": "the most one submission may hold, a size such as 20M or 1G"},
-                "submissions_per_hour": {"type": "integer", "minimum": 1, "maximum": 3600,
-                                         "description": "submissions a learner may store per assignment in any hour, "
-                                                        "1 to 3600"},
-                "learner_quota": {"type": "string", "pattern": r"^[1-9][0-9]*[MGT]$",
-                                  "description": "what one learner's submissions may take in the store, all "
-                                                 "courses together, a size such as 500M or 2G"},
-                "keep_submissions": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                     "description": "the latest submissions kept per learner and assignment (graded "
-                                                    "ones are kept besides), 1 to 1000"},
-                "demo_enrolment": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"learners": {"type": "array", "items": _user},
-                                   "trainers": {"type": "array", "items": _user}},
-                },
-            },
-        },
-        "progress": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "database": {"type": "string", "description": "SQLAlchemy URL; empty for SQLite in hub.state_dir"},
-                "port": _port,
-                "auth_cache_s": {"type": "number", "minimum": 0, "maximum": 3600},
-            },
-        },
-        "demo": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "enabled": {"type": "boolean"},
-                "credentials_file": _abs_path,
-                "users": {"type": "object", "propertyNames": _user,
-                          "additionalProperties": {"type": "array", "items": _name},
-                          "description": "user name -> list of hub groups"},
-            },
-        },
+        "hub": HUB,
+        "auth": AUTH,
+        "notebook_env": _(_abs_path, "the session's virtual environment, readable by learners"),
+        "sessions": SESSIONS,
+        "slurm": SLURM,
+        "profiles": {"type": "array", "minItems": 1, "items": PROFILE_SCHEMA,
+                     "description": "resource profiles a learner chooses from, a non-empty list"},
+        "assessments": ASSESSMENTS,
+        "progress": PROGRESS,
+        "demo": DEMO,
     },
 }

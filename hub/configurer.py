@@ -75,10 +75,13 @@ def update_state(c, cfg: dict) -> None:
 
 
 def update_auth(c, cfg: dict) -> None:
-    c.JupyterHub.authenticator_class = "pam"
-    # Sessions are Slurm jobs on compute nodes; a PAM session on the hub would be meaningless
-    # and fails in containers.
-    c.PAMAuthenticator.open_sessions = False
+    kind = cfg["auth"]["type"]
+    # auth.type is a JupyterHub authenticator entry-point name; the schema's enum says which we support.
+    c.JupyterHub.authenticator_class = kind
+    if kind == "pam":
+        # Sessions are Slurm jobs on compute nodes; a PAM session on the hub would be meaningless
+        # and fails in containers.
+        c.PAMAuthenticator.open_sessions = False
     c.Authenticator.admin_users = set(cfg["hub"]["admin_users"])
     if cfg["demo"]["enabled"]:
         c.Authenticator.allowed_users = set(cfg["demo"]["users"])

@@ -9,9 +9,9 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from spawners.hub_api import HubAPI, HubAPIError
 
 from .slurm_cluster import port_in_use
 
@@ -67,11 +67,12 @@ def public_url(cfg: dict) -> str:
 
 
 def is_up(cfg: dict) -> bool:
+    """Whether the hub answers at its API's root (which needs no token) through the proxy."""
     try:
-        with urllib.request.urlopen(local_url(cfg) + "hub/api/", timeout=3) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
+        HubAPI(local_url(cfg) + "hub/api", "", timeout=3).request("GET", "/")
+    except HubAPIError:
         return False
+    return True
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -41,7 +41,8 @@ class JobMonitor:
 
     _shared: "JobMonitor | None" = None
 
-    def __init__(self, client: SlurmClient, interval: float = 5.0, max_interval: float = 120.0, jitter: float = 0.2):
+    # No default interval: it is sessions.monitor_interval, handed down by the spawner's trait.
+    def __init__(self, client: SlurmClient, interval: float, max_interval: float = 120.0, jitter: float = 0.2):
         self.client = client
         self.interval, self.max_interval, self.jitter = interval, max_interval, jitter
         self.current_interval = interval

@@ -2,7 +2,9 @@
 
 A profile is the only source of the values that reach the batch script: the learner picks a
 profile *key* and a walltime inside the profile's bound, nothing else (see options.py).
-Every field is checked against a strict pattern here because it lands in an ``#SBATCH`` line.
+Every field is checked against a strict pattern (PROFILE_SCHEMA) because it lands in an
+``#SBATCH`` line; this module keeps only what a JSON schema cannot say (default <= max,
+unique keys). hub/config_schema.py embeds PROFILE_SCHEMA, so the reference doc shows it too.
 """
 
 from __future__ import annotations
@@ -11,28 +13,48 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# gpu:<n> or gpu:<type>:<n>; a type can be a MIG slice such as 1g.18gb or h200_1g.18gb.
-GRES_RE = re.compile(r"^gpu(?::[A-Za-z0-9][A-Za-z0-9_.]{0,31})?:[1-9][0-9]?$")
-MEMORY_RE = re.compile(r"^[1-9][0-9]{0,6}[KMGT]?$")
-WALLTIME_RE = re.compile(r"^(?:(\d{1,2})-)?(\d{1,2}):(\d{2}):(\d{2})$")
-GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+import jsonschema
 
-FIELDS = {
-    "key": "short id, lower-case letters, digits and '-' (e.g. gpu-h200-1)",
-    "display": "one line of text shown on the spawn form",
-    "partition": "a Slurm partition name",
-    "gres": "'' or gpu:<count> or gpu:<type>:<count>, e.g. gpu:h200:1 or gpu:1g.18gb:1",
-    "cpus": "a whole number of CPU cores, 1 to 256",
-    "memory": "Slurm memory, e.g. 4G or 16000M",
-    "walltime_default": "HH:MM:SS or D-HH:MM:SS",
-    "walltime_max": "HH:MM:SS or D-HH:MM:SS",
-    "reservation": "'' or a Slurm reservation name",
-    "groups": "a non-empty list of hub group names allowed to use the profile",
-    "max_age": "0 (no limit) or seconds after which an idle-or-not session is culled",
+# One definition of Slurm's walltime: the schemas (profiles and partitions) and parse_walltime use it.
+WALLTIME_PATTERN = r"^(?:(\d{1,2})-)?(\d{1,2}):([0-5]\d):([0-5]\d)$"
+WALLTIME_RE = re.compile(WALLTIME_PATTERN)
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _text(pattern: str, description: str) -> dict:
+    return {"type": "string", "pattern": pattern, "description": description}
+
+
+PROFILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["key", "display", "partition", "cpus", "memory", "walltime_default", "walltime_max", "groups"],
+    "properties": {
+        "key": _text(r"^[a-z0-9][a-z0-9-]{0,39}$",
+                     "short id, lower-case letters, digits and '-' (e.g. gpu-h200-1)"),
+        "display": {"type": "string", "maxLength": 200, "pattern": r"^[^\r\n]*\S[^\r\n]*$",
+                    "description": "one line of text shown on the spawn form"},
+        "partition": _text(_NAME, "a Slurm partition name"),
+        # gpu:<n> or gpu:<type>:<n>; a type can be a MIG slice such as 1g.18gb or h200_1g.18gb.
+        "gres": {**_text(r"^(?:gpu(?::[A-Za-z0-9][A-Za-z0-9_.]{0,31})?:[1-9][0-9]?)?$",
+                         "'' or gpu:<count> or gpu:<type>:<count>, e.g. gpu:h200:1 or gpu:1g.18gb:1"), "default": ""},
+        "cpus": {"type": "integer", "minimum": 1, "maximum": 256,
+                 "description": "a whole number of CPU cores, 1 to 256"},
+        "memory": _text(r"^[1-9][0-9]{0,6}[KMGT]?$", "Slurm memory, e.g. 4G or 16000M"),
+        "walltime_default": _text(WALLTIME_PATTERN, "HH:MM:SS or D-HH:MM:SS, at least one minute, "
+                                                    "at most walltime_max"),
+        "walltime_max": _text(WALLTIME_PATTERN, "HH:MM:SS or D-HH:MM:SS, at least one minute"),
+        "reservation": {**_text(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$", "'' or a Slurm reservation name"),
+                        "default": ""},
+        "groups": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _NAME},
+                   "description": "a non-empty list of hub group names allowed to use the profile"},
+        "max_age": {"type": "integer", "minimum": 0, "default": 0,
+                    "description": "0 (no limit) or seconds after which an idle-or-not session is culled"},
+    },
 }
-REQUIRED = ("key", "display", "partition", "cpus", "memory", "walltime_default", "walltime_max", "groups")
+FIELDS = list(PROFILE_SCHEMA["properties"])
+REQUIRED = tuple(PROFILE_SCHEMA["required"])
+_VALIDATOR = jsonschema.Draft202012Validator(PROFILE_SCHEMA)
 
 
 class ProfileError(ValueError):
@@ -45,8 +67,6 @@ def parse_walltime(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a walltime of the form HH:MM:SS or D-HH:MM:SS")
     days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-    if minutes > 59 or seconds > 59:
-        raise ValueError(f"{text!r} has minutes or seconds above 59")
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
@@ -97,8 +117,30 @@ class Profile:
         }
 
 
+def _default(field: str) -> Any:
+    return PROFILE_SCHEMA["properties"][field]["default"]
+
+
 def _fail(where: str, field: str, value: Any) -> ProfileError:
-    return ProfileError(f"{where}: key '{field}' has invalid value {value!r}; accepted: {FIELDS[field]}")
+    accepted = PROFILE_SCHEMA["properties"][field]["description"]
+    return ProfileError(f"{where}: key '{field}' has invalid value {value!r}; accepted: {accepted}")
+
+
+def _schema_error(where: str, raw: dict) -> ProfileError | None:
+    """The first of PROFILE_SCHEMA's complaints, worded with the profile and the key."""
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        return ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted keys: {', '.join(FIELDS)}")
+    missing = [f for f in REQUIRED if f not in raw]
+    if missing:
+        return ProfileError(f"{where}: missing key(s) {', '.join(missing)}")
+    bad = {e.absolute_path[0] for e in _VALIDATOR.iter_errors(raw) if e.absolute_path}
+    # Python's `$` also matches before a final newline, which would end an #SBATCH line early.
+    bad |= {f for f, v in raw.items() if isinstance(v, str) and v.endswith("\n")}
+    for field in FIELDS:
+        if field in bad:
+            return _fail(where, field, raw[field])
+    return None
 
 
 def parse_profile(raw: Any, index: int = 0) -> Profile:
@@ -108,60 +150,30 @@ def parse_profile(raw: Any, index: int = 0) -> Profile:
         raise ProfileError(f"{where}: expected a mapping with keys {', '.join(REQUIRED)}, got {type(raw).__name__}")
     if isinstance(raw.get("key"), str):
         where = f"profiles[{index}] ({raw['key']})"
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted keys: {', '.join(FIELDS)}")
-    missing = [f for f in REQUIRED if f not in raw]
-    if missing:
-        raise ProfileError(f"{where}: missing key(s) {', '.join(missing)}")
-
-    def text(field: str, pattern: re.Pattern | None, optional: bool = False) -> str:
-        value = raw.get(field, "")
-        if not isinstance(value, str) or (optional and value == ""):
-            if optional and value == "":
-                return ""
-            raise _fail(where, field, value)
-        if pattern is not None and not pattern.match(value):
-            raise _fail(where, field, value)
-        return value
-
-    key = text("key", KEY_RE)
-    display = text("display", None)
-    if not display.strip() or "\n" in display or "\r" in display or len(display) > 200:
-        raise _fail(where, "display", display)
-    cpus = raw["cpus"]
-    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 256:
-        raise _fail(where, "cpus", cpus)
-    walltimes = {}
-    for field in ("walltime_default", "walltime_max"):
-        try:
-            walltimes[field] = parse_walltime(raw[field])
-        except ValueError:
-            raise _fail(where, field, raw[field]) from None
-        if walltimes[field] < 60:
+    error = _schema_error(where, raw)
+    if error:
+        raise error
+    # What the schema cannot say: walltimes as durations.
+    walltimes = {field: parse_walltime(raw[field]) for field in ("walltime_default", "walltime_max")}
+    for field, seconds in walltimes.items():
+        if seconds < 60:
             raise ProfileError(f"{where}: key '{field}' must be at least one minute, got {raw[field]!r}")
     if walltimes["walltime_default"] > walltimes["walltime_max"]:
         raise ProfileError(
             f"{where}: key 'walltime_default' ({raw['walltime_default']}) exceeds 'walltime_max' ({raw['walltime_max']})"
         )
-    groups = raw["groups"]
-    if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and GROUP_RE.match(g) for g in groups):
-        raise _fail(where, "groups", groups)
-    max_age = raw.get("max_age", 0)
-    if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
-        raise _fail(where, "max_age", max_age)
     return Profile(
-        key=key,
-        display=display,
-        partition=text("partition", NAME_RE),
-        cpus=cpus,
-        memory=text("memory", MEMORY_RE),
+        key=raw["key"],
+        display=raw["display"],
+        partition=raw["partition"],
+        cpus=raw["cpus"],
+        memory=raw["memory"],
         walltime_default_s=walltimes["walltime_default"],
         walltime_max_s=walltimes["walltime_max"],
-        groups=tuple(groups),
-        gres=text("gres", GRES_RE, optional=True),
-        reservation=text("reservation", NAME_RE, optional=True),
-        max_age_s=max_age,
+        groups=tuple(raw["groups"]),
+        gres=raw.get("gres", _default("gres")),
+        reservation=raw.get("reservation", _default("reservation")),
+        max_age_s=raw.get("max_age", _default("max_age")),
     )
 
 

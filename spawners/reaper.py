@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import signal
 import sys
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .hub_api import HubAPI
 from .slurm_client import SlurmClient, SlurmError
 
 log = logging.getLogger("academy.reaper")
@@ -67,29 +65,6 @@ async def cancel_all(slurm: SlurmClient, tag: str) -> list[str]:
         except SlurmError as e:
             log.error("could not cancel job %s: %s", job.job_id, e)
     return cancelled
-
-
-class HubAPI:
-    """The hub's REST API with a service token (the reaper here; the exchange's group sync too)."""
-
-    def __init__(self, url: str, token: str):
-        self.url, self.token = url.rstrip("/"), token
-
-    def request(self, method: str, path: str, body: object = None) -> object:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-        return json.loads(raw) if raw else None
-
-    async def users(self) -> list[dict]:
-        return await asyncio.to_thread(self.request, "GET", "/users")
-
-    async def stop_server(self, user: str, server: str) -> None:
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        await asyncio.to_thread(self.request, "DELETE", path)
 
 
 def hub_records(users: list[dict]) -> tuple[set[str], set[tuple[str, str]]]:
@@ -146,7 +121,7 @@ async def reap_once(slurm: SlurmClient, hub: HubAPI, tag: str, grace_s: float,
 
 async def run(args: argparse.Namespace) -> None:
     slurm = SlurmClient(bin_dir=args.slurm_bin_dir)
-    hub = HubAPI(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    hub = HubAPI.from_env()
     max_age = dict(item.split("=", 1) for item in args.max_age)
     max_age = {k: int(v) for k, v in max_age.items()}
     while True:
@@ -160,7 +135,8 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.sleep(args.interval)
 
 
-def main(argv: list[str] | None = None) -> int:
+def arg_parser() -> argparse.ArgumentParser:
+    """The reaper's command line; its defaults equal sessions.* in hub/defaults.yaml (a unit test checks)."""
     parser = argparse.ArgumentParser(prog="academy-reaper", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tag", required=True, help="the hub_instance tag in job comments")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
@@ -168,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm-bin-dir", default="", help="directory of squeue/scancel")
     parser.add_argument("--max-age", action="append", default=[], metavar="PROFILE=SECONDS",
                         help="end sessions of this profile older than SECONDS (repeatable)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arg_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s academy-reaper] %(message)s")
     # The hub stops its services with SIGTERM: end quietly, between rounds or in one.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -124,6 +124,16 @@ class SlurmClient:
                 return {}
             raise
 
+    async def array_states(self, job_id: str) -> list[str]:
+        """The state of each task of array job `job_id` (pending ones included); [] once Slurm forgot it."""
+        try:
+            out = await self.run([self._cmd("squeue"), "--noheader", "--array", f"--jobs={job_id}", "--format=%T"])
+        except SlurmError as e:
+            if is_invalid_job(e):
+                return []
+            raise
+        return out.split()
+
     async def queue_position(self, job_id: str, partition: str) -> tuple[int, int] | None:
         """(position, pending jobs) of a pending job in its partition, in Slurm's priority order."""
         out = await self.run([self._cmd("squeue"), "--noheader", "--states=PENDING", f"--partition={partition}",

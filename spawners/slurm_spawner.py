@@ -88,7 +88,7 @@ class AcademySlurmSpawner(SlurmSpawner):
                   "0: start_timeout minus 30 s.",
     ).tag(config=True)
 
-    monitor_interval = Float(5.0, help="Seconds between the batched squeue calls.").tag(config=True)
+    monitor_interval = Float(30.0, help="Seconds between the batched squeue calls.").tag(config=True)
 
     monitor_max_interval = Float(120.0, help="Longest backoff between squeue calls while Slurm fails.").tag(config=True)
 

@@ -6,7 +6,6 @@ import base64
 import os
 import subprocess
 import sys
-import time
 
 import nbformat
 import requests
@@ -45,15 +44,6 @@ def solved(release_text: str) -> str:
             cell.source = "\n".join(line for line in answers[gid].splitlines()
                                     if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
     return nbformat.writes(release)
-
-
-def wait_for(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def b64(text: str) -> str:

@@ -51,6 +51,20 @@ class Hub:
         return hub_process.log_file(self.cfg).read_text(errors="replace")
 
 
+def wait_for(check, timeout: float, interval: float = 0.5, what: str = ""):
+    """The first truthy value of check() within TIMEOUT seconds; past it, an AssertionError that says
+    what was awaited (the one wait of the tests: none carries on silently past its deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"still waiting after {timeout:g} s for {what or getattr(check, '__name__', check)}"
+                                 f" (last answer: {value!r})")
+        time.sleep(interval)
+
+
 class HubUser:
     """A person logged in through the hub's login form, with their browser cookies."""
 
@@ -88,15 +102,12 @@ class HubUser:
         return self.api("GET", f"/users/{self.name}").json().get("servers", {}).get("")
 
     def wait_ready(self, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready():
             server = self.server()
-            if server and server.get("ready"):
-                return server
             if server is None:
                 raise AssertionError(f"{self.name}'s server stopped while starting; hub log:\n{self.hub.log[-3000:]}")
-            time.sleep(0.5)
-        raise AssertionError(f"{self.name}'s server not ready after {timeout} s")
+            return server if server.get("ready") else None
+        return wait_for(ready, timeout, what=f"{self.name}'s server to be ready")
 
     def progress_messages(self, timeout: float = 120) -> list[dict]:
         """The spawn's progress events, as the pending page shows them, until it ends."""
@@ -114,9 +125,7 @@ class HubUser:
     def stop_server(self) -> None:
         r = self.api("DELETE", f"/users/{self.name}/server")
         assert r.status_code in (202, 204), r.text
-        deadline = time.monotonic() + 60
-        while self.server() is not None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for(lambda: self.server() is None, 60, what=f"{self.name}'s server to stop")
 
 
 def squeue(*args: str) -> list[dict]:

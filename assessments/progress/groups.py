@@ -14,20 +14,17 @@ that is not offered gets the same answer as one that does not exist.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from typing import Iterable
 from urllib.parse import quote
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-
+from spawners.hub_api import HubAPI, HubAPIError
 from spawners.options import COURSE_GROUP_SUFFIXES
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 GROUP_CACHE_S = 30
-PAGE = 200      # groups per hub API page (JupyterHub's default api_page_max_limit)
 
 
 def may_filter(course: str, name: str, members: Iterable[str], learners: Iterable[str]) -> bool:
@@ -48,42 +45,36 @@ class GroupError(Exception):
 
 class HubGroups:
     def __init__(self, api_url: str | None = None, token: str | None = None):
-        self.url = (api_url or os.environ.get("JUPYTERHUB_API_URL", "")).rstrip("/")
-        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.hub = HubAPI(api_url or os.environ.get("JUPYTERHUB_API_URL", ""),
+                          token or os.environ.get("JUPYTERHUB_API_TOKEN", ""), timeout=10)
         self._cache: dict[str, tuple[float, object]] = {}
 
-    async def _get(self, path: str) -> object:
+    async def _get(self, path: str, every_page: bool = False) -> object:
         hit = self._cache.get(path)
         if hit and time.monotonic() - hit[0] < GROUP_CACHE_S:
             if isinstance(hit[1], GroupError):
                 raise hit[1]
             return hit[1]
         try:
-            value = await self._fetch(path)
+            value = await self._fetch(path, every_page)
         except GroupError as e:       # a refusal is kept as long as an answer: no hub call per page
             self._cache[path] = (time.monotonic(), e)
             raise
         self._cache[path] = (time.monotonic(), value)
         return value
 
-    async def _fetch(self, path: str) -> object:
+    async def _fetch(self, path: str, every_page: bool) -> object:
         try:
-            response = await AsyncHTTPClient().fetch(f"{self.url}{path}", headers={
-                "Authorization": f"token {self.token}", "Accept": "application/jupyterhub-pagination+json"},
-                request_timeout=10)
-        except HTTPClientError as e:
-            if e.code == 404:
-                value: object = None
-            elif e.code == 403:
+            if every_page:
+                return await self.hub.items_async(path)
+            return await self.hub.request_async("GET", path)
+        except HubAPIError as e:
+            if e.status == 404:
+                return None
+            if e.status == 403:
                 raise GroupError(503, "filtering by hub group is not available: the hub does not let academy-progress "
                                       "read its groups (the service's role needs the scope read:groups)")
-            else:
-                raise GroupError(502, f"the hub did not answer about groups: HTTP {e.code}")
-        except OSError as e:
-            raise GroupError(502, f"the hub did not answer about groups: {e}")
-        else:
-            value = json.loads(response.body)
-        return value
+            raise GroupError(502, f"the hub did not answer about groups: {f'HTTP {e.status}' if e.status else e}")
 
     async def members(self, name: str) -> set[str]:
         """The group's members; GroupError 400 for a malformed name, 404 for no such group."""
@@ -110,18 +101,9 @@ class HubGroups:
     async def offered(self, course: str, learners: Iterable[str]) -> list[str]:
         """The names of the groups a trainer of `course` may filter by, or [] when the service may not list them."""
         learners = set(learners)
-        names, offset = [], 0
-        while True:
-            try:
-                page = await self._get(f"/groups?offset={offset}&limit={PAGE}")
-            except GroupError:
-                return []
-            # A paginated answer ({"items": [...], "_pagination": {"next": ...}}), or a plain list: all of them.
-            items = page.get("items") if isinstance(page, dict) else page
-            if not isinstance(items, list):
-                return []
-            names += [g["name"] for g in items if isinstance(g, dict) and "name" in g
-                      and may_filter(course, g["name"], g.get("users") or (), learners)]
-            if not (isinstance(page, dict) and (page.get("_pagination") or {}).get("next")) or not items:
-                return sorted(names)
-            offset += len(items)
+        try:
+            groups = await self._get("/groups", every_page=True)
+        except GroupError:
+            return []
+        return sorted(g["name"] for g in groups if isinstance(g, dict) and "name" in g
+                      and may_filter(course, g["name"], g.get("users") or (), learners))

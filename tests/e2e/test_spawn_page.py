@@ -2,12 +2,11 @@
 
 import re
 import subprocess
-import time
 
 import pytest
 
 from ..conftest import ARTIFACTS
-from ..support import live_jobs, squeue
+from ..support import live_jobs, squeue, wait_for
 from ..unit.test_session_timer import shown_seconds_left
 
 pytestmark = pytest.mark.integration
@@ -68,9 +67,7 @@ def test_the_pending_page_says_why_the_session_waits_and_follows_it_to_jupyterla
                               "--time=5", "--mem=1G", "--output=/dev/null", "--wrap=sleep 300"],
                              capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
     try:
-        deadline = time.monotonic() + 20
-        while squeue("--jobs", blocker)[0]["state"] != "RUNNING" and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for(lambda: squeue("--jobs", blocker)[0]["state"] == "RUNNING", 20, what="the blocking job to run")
         log_in(page, hub, "learner2", demo_credentials["learner2"])
         page.wait_for_url(re.compile(r".*/hub/spawn.*"))
         page.check("#profile-gpu-h200-1")

@@ -21,7 +21,8 @@ import requests
 from assessments.grader.feedback import hidden_lines
 
 from ..assessment_support import (ASSIGNMENT, COURSE, NOTEBOOK, SOURCE, academy, b64, enrol_and_publish, exchange,
-                                  solved, wait_for)
+                                  solved)
+from ..support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +84,14 @@ def test_learners_fetch_submit_get_graded_and_read_feedback_without_hidden_tests
     assert r.status_code == 202, r.text
     batch = r.json()
     assert batch["total"] == 2
-    seen_running = False
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        progress = exchange(hub, trainer, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch['batch']}").json()
-        seen_running |= progress["running"] > 0 or progress["graded"] > 0
-        if progress["done"]:
-            break
-        time.sleep(1)
-    assert progress["done"] and seen_running, progress
+    seen = []
+
+    def done():
+        seen.append(exchange(hub, trainer, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch['batch']}").json())
+        return seen[-1]["done"]
+    wait_for(done, 300, 1, what="the grading batch to end")
+    progress = seen[-1]
+    assert any(p["running"] > 0 or p["graded"] > 0 for p in seen), seen
     scores = {r["student"]: (r["score"], r["max_score"], r["error"]) for r in progress["results"]}
     # 10 autograded points; the 2-point written answer waits for a trainer.
     assert scores == {"learner1": (10.0, 12.0, None), "learner2": (0.0, 12.0, None)}
@@ -195,12 +195,9 @@ def test_jupyterlab_assignments_tab_fetches_submits_and_gets_feedback_through_th
     r = exchange(hub, trainer, "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={})
     assert r.status_code == 202, r.text
     batch = r.json()["batch"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        progress = exchange(hub, trainer, "GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch}").json()
-        if progress["done"]:
-            break
-        time.sleep(1)
+    progress = wait_for(lambda: (p := exchange(hub, trainer, "GET",
+                                              f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde/{batch}").json())
+                        ["done"] and p, 300, 1, what="the regrade to end")
     assert [(r["student"], r["score"]) for r in progress["results"]] == [("learner2", 0.0)]
     assert academy(hub, "feedback", COURSE, ASSIGNMENT).returncode == 0
 

@@ -131,13 +131,14 @@ def test_a_bad_profile_stops_academy_and_the_hub_with_the_key_named(tmp_path):
         "memory": "16G", "walltime_default": "01:00:00", "walltime_max": "02:00:00", "groups": ["learners"]}]}))
     result = academy("up", config=config)
     assert result.returncode == 2
-    assert "invalid configuration: config key profiles[0] (gpu-big): key 'gres'" in result.stderr
+    # The file that set the key is named too (there may be drop-ins beside it).
+    assert f"invalid configuration: {config}: config key profiles[0] (gpu-big): key 'gres'" in result.stderr
     # The hub itself refuses to start on it, before listening on anything.
     hub = subprocess.run([str(Path(os.sys.executable).with_name("jupyterhub")), "-f", str(ROOT / "hub" / "jupyterhub_config.py")],
                          capture_output=True, text=True, env={**os.environ, "ACADEMY_CONFIG": str(config)},
                          cwd=tmp_path, timeout=60)
     assert hub.returncode == 2
-    assert "academy: invalid configuration: config key profiles[0] (gpu-big): key 'gres'" in hub.stderr
+    assert f"academy: invalid configuration: {config}: config key profiles[0] (gpu-big): key 'gres'" in hub.stderr
 
 
 def test_bringing_slurm_up_again_leaves_the_running_daemons_alone(base_config, slurm_cluster_up):

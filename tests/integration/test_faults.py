@@ -7,7 +7,6 @@ each wrapper runs the real command unless a mode file tells it to fail, print no
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ import requests
 
 from hub import slurm_cluster
 
-from ..support import HubUser, hub_answers, live_jobs, run_in_kernel, session_token, squeue
+from ..support import HubUser, hub_answers, live_jobs, run_in_kernel, session_token, squeue, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -92,16 +91,6 @@ def reachable(hub, user: HubUser) -> bool:
     r = requests.get(f"{hub.url}/user/{user.name}/api/status", headers={"Authorization": f"token {user.token}"},
                      timeout=10)
     return r.status_code == 200
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def test_pending_at_timeout_is_cancelled_with_the_reason_and_a_smaller_profile(make_hub, demo_credentials):

@@ -9,23 +9,20 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
-from ..assessment_support import academy, wait_for
-from ..support import live_jobs, run_in_kernel, squeue
+from ..assessment_support import academy
+from ..support import live_jobs, run_in_kernel, squeue, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def wait_no_live_jobs(user: str, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while live_jobs(user) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: not live_jobs(user), timeout, what=f"no live job of {user}")
     return live_jobs(user)
 
 
@@ -177,9 +174,7 @@ def test_learner_gets_a_gpu_session_through_slurm(hub, learner, login, hostile_d
     learner.stop_server()
     assert wait_no_live_jobs("learner1") == []  # no orphaned job
     # The session reached the learner's progress record: one GPU for its whole duration.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and gpu_hours(hub, learner) == hours_before:
-        time.sleep(0.5)
+    wait_for(lambda: gpu_hours(hub, learner) != hours_before, 30, what="the session's GPU-hours in the progress record")
     assert 0 < gpu_hours(hub, learner) - hours_before < 0.1, (hours_before, gpu_hours(hub, learner))
     # ... counted for the course chosen on the spawn form (the trainer's cohort page sums these).
     added = gpu_hours(hub, learner, "hpc-101") - course_hours_before
@@ -242,7 +237,7 @@ print('late', post('/academy/port', {{'port': 2000}}))
                         headers={"Authorization": f"token {learner.token}"}).status_code == 200
     learner.stop_server()
     assert not os.path.exists(marker)
-    assert "touch" not in hub.log.split("Cancelling job")[-1]
+    assert "touch" not in hub.log  # no command of the attempts reached anything the hub ran or logged
 
 
 @pytest.mark.parametrize("body,message", [

@@ -13,7 +13,6 @@ import stat
 import subprocess
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from courses.catalogue import NOTEBOOKS_DIR, load_catalogue

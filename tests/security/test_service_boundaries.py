@@ -27,7 +27,8 @@ from hub import config as academy_config
 from hub import hub_process, slurm_cluster
 from hub.configurer import EXCHANGE, PROGRESS, service_config
 
-from ..assessment_support import academy, wait_for
+from ..assessment_support import academy
+from ..support import wait_for
 from ..e2e.conftest import browser, page  # noqa: F401 - fixtures of the browser test below
 from ..e2e.test_spawn_page import log_in
 

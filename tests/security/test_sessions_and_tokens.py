@@ -20,8 +20,7 @@ from hub.configurer import platform_tag
 from assessments.exchange_service import AUTH_CACHE_S
 from spawners.slurm_spawner import QUERY_SPAWN_REFUSED
 
-from ..assessment_support import wait_for
-from ..support import HubUser, hub_answers, session_token, squeue
+from ..support import HubUser, hub_answers, session_token, squeue, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,6 @@
 """The grading job's batch script: what Slurm is asked for, from the assignment's profile."""
 
 import subprocess
-from pathlib import Path
 
 from assessments.autograde import batch_script
 from hub.config import load

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from hub.config import ConfigError, load, merge
+from hub.config_schema import SCHEMA
 
 
 def write(tmp_path, data):
@@ -70,3 +71,150 @@ def test_behind_a_tls_proxy_the_hub_is_told_its_public_url(tmp_path):
     c = Config()
     update_network(c, load(write(tmp_path, {})))
     assert "public_url" not in c.JupyterHub  # the hub works it out from each request, as stock
+
+
+# --- every key described: each error names the key and what is accepted -------------------------
+
+def _leaves(schema, defaults, path=()):
+    """(path, schema) of every key the operator can set, list entries through their first default."""
+    for key, sub in schema.get("properties", {}).items():
+        here = (*path, key)
+        value = defaults.get(key) if isinstance(defaults, dict) else None
+        if "properties" in sub:
+            yield from _leaves(sub, value, here)
+        elif sub.get("type") == "array" and "properties" in sub.get("items", {}):
+            yield from _leaves(sub["items"], value[0], (*here, 0))
+        else:
+            yield here, sub
+
+
+def _schema_nodes(schema, where="(top)"):
+    for key, sub in schema.get("properties", {}).items():
+        yield f"{where}.{key}", sub
+        yield from _schema_nodes(sub, f"{where}.{key}")
+        if isinstance(sub.get("items"), dict):
+            yield from _schema_nodes(sub["items"], f"{where}.{key}[]")
+
+
+def test_every_key_in_the_schema_has_a_description():
+    undescribed = [name for name, sub in _schema_nodes(SCHEMA) if not sub.get("description", "").strip()]
+    assert undescribed == []
+
+
+def _defaults():
+    from hub.config import DEFAULTS_FILE
+    return yaml.safe_load(DEFAULTS_FILE.read_text())
+
+
+def _name(path):
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
+
+
+@pytest.mark.parametrize("path,sub", [pytest.param(path, sub, id=_name(path)) for path, sub in _leaves(SCHEMA, _defaults())])
+def test_a_wrong_value_for_any_key_names_it_and_what_is_accepted(path, sub):
+    from hub.config import validate
+    cfg = _defaults()
+    *parents, last = path
+    target = cfg
+    for p in parents:
+        target = target[p]
+    target[last] = "not a mapping" if sub.get("type") == "object" else {"not": "this"}
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    message = str(e.value)
+    if path[0] == "profiles":  # worded by spawners.profiles
+        assert "config key profiles[0]" in message and f"key '{last}'" in message
+    else:
+        assert f"config key {_name(path)}:" in message
+    assert f"accepted: {sub['description']}" in message
+
+
+# --- drop-in directory: config.d/*.yaml beside the config file, in name order ---------------------
+
+def drop_in(tmp_path, name, data):
+    (tmp_path / "config.d").mkdir(exist_ok=True)
+    path = tmp_path / "config.d" / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_drop_ins_layer_over_the_config_file_in_name_order(tmp_path):
+    main = write(tmp_path, {"hub": {"port": 9000, "admin_users": ["ops-a", "ops-b"]}})
+    drop_in(tmp_path, "20-site.yaml", {"hub": {"port": 9200}})
+    drop_in(tmp_path, "10-secrets.yaml", {"hub": {"port": 9100, "db_url": "postgresql://academy:s3cret@db/hub",
+                                                  "admin_users": ["ops-c"]}})
+    drop_in(tmp_path, "30-ignored.yaml.disabled", {"hub": {"port": 9300}})
+    cfg = load(main)
+    assert cfg["hub"]["port"] == 9200                             # 20-site after 10-secrets after config.yaml
+    assert cfg["hub"]["db_url"] == "postgresql://academy:s3cret@db/hub"
+    assert cfg["hub"]["admin_users"] == ["ops-c"]                  # lists replace, as in the main file
+    assert cfg["hub"]["hub_port"] == 8081                          # the rest stays the default
+
+
+def test_drop_ins_apply_without_a_config_file(tmp_path, monkeypatch):
+    import hub.config
+    monkeypatch.delenv("ACADEMY_CONFIG", raising=False)
+    monkeypatch.setattr(hub.config, "SYSTEM_CONFIG", tmp_path / "config.yaml")  # absent
+    drop_in(tmp_path, "50-port.yaml", {"hub": {"port": 9400}})
+    assert hub.config.load()["hub"]["port"] == 9400
+
+
+@pytest.mark.parametrize("data,key", [
+    ({"hub": {"port": 70000}}, "config key hub.port: 70000 is greater than the maximum"),
+    ({"hub": {"prot": 80}}, "'prot' was unexpected"),
+    ({"profiles": [{"key": "x"}]}, "config key profiles[0] (x): missing key(s)"),
+])
+def test_a_bad_drop_in_names_its_file_and_key(tmp_path, data, key):
+    main = write(tmp_path, {"hub": {"hub_port": 8090}})
+    drop_in(tmp_path, "10-fine.yaml", {"hub": {"ip": "0.0.0.0"}})
+    bad = drop_in(tmp_path, "20-bad.yaml", data)
+    drop_in(tmp_path, "30-fine.yaml", {"hub": {"http_timeout": 30}})
+    with pytest.raises(ConfigError) as e:
+        load(main)
+    assert str(e.value).startswith(f"{bad}: ") and key in str(e.value)
+
+
+def test_a_bad_main_file_is_named_not_the_drop_in_beside_it(tmp_path):
+    main = write(tmp_path, {"hub": {"port": 70000}})
+    drop_in(tmp_path, "10-fine.yaml", {"hub": {"hub_port": 8090}})
+    with pytest.raises(ConfigError) as e:
+        load(main)
+    assert str(e.value).startswith(f"{main}: config key hub.port:")
+
+
+def test_a_malformed_drop_in_is_named(tmp_path):
+    bad = drop_in(tmp_path, "10-bad.yaml", "hub: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"config file {bad} is not valid YAML"):
+        load(write(tmp_path, {}))
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+def test_pam_is_the_embedded_authenticator(tmp_path):
+    from traitlets.config import Config
+
+    from hub.configurer import update_auth
+    cfg = load(write(tmp_path, {}))
+    assert cfg["auth"] == {"type": "pam"}
+    c = Config()
+    update_auth(c, cfg)
+    assert c.JupyterHub.authenticator_class == "pam" and c.PAMAuthenticator.open_sessions is False
+
+
+def test_the_authenticator_comes_from_auth_type_not_from_code(tmp_path):
+    from traitlets.config import Config
+
+    from hub.configurer import update_auth
+    cfg = load(write(tmp_path, {}))
+    cfg["auth"]["type"] = "dummy"  # past validation: what update_auth does with another value
+    c = Config()
+    update_auth(c, cfg)
+    assert c.JupyterHub.authenticator_class == "dummy" and "open_sessions" not in c.PAMAuthenticator
+
+
+def test_an_authenticator_other_than_pam_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, {"auth": {"type": "github"}}))
+    message = str(e.value)
+    assert "config key auth.type: 'github' is not one of ['pam']" in message
+    assert "accepted: the authenticator: 'pam'" in message

@@ -111,3 +111,31 @@ def test_groups_filter():
 def test_walltime_round_trip(text, seconds):
     assert parse_walltime(text) == seconds
     assert parse_walltime(format_walltime(seconds)) == seconds
+
+
+def test_the_config_schema_checks_profiles_with_the_one_profile_schema():
+    from hub.config_schema import SCHEMA
+    from spawners.profiles import PROFILE_SCHEMA, WALLTIME_PATTERN
+    assert SCHEMA["properties"]["profiles"]["items"] is PROFILE_SCHEMA
+    partition = SCHEMA["properties"]["slurm"]["properties"]["partitions"]["items"]["properties"]
+    walltimes = [PROFILE_SCHEMA["properties"]["walltime_default"], PROFILE_SCHEMA["properties"]["walltime_max"],
+                 partition["max_time"], partition["default_time"]]
+    assert {w["pattern"] for w in walltimes} == {WALLTIME_PATTERN}
+
+
+@pytest.mark.parametrize("field,value", [("partition", "gpu\n"), ("display", "One H200\n"), ("key", "gpu-h200-1\n")])
+def test_a_trailing_newline_cannot_end_an_sbatch_line_early(field, value):
+    # Python's `$` matches before a final newline; the schema's patterns alone would let it through.
+    with pytest.raises(ProfileError, match=f"key '{field}' has invalid value"):
+        parse_profiles([with_(**{field: value})])
+
+
+def test_optional_fields_take_the_schema_defaults():
+    (p,) = parse_profiles([with_(gres=None)])
+    assert (p.gres, p.reservation, p.max_age_s, p.gpus) == ("", "", 0, 0)
+
+
+@pytest.mark.parametrize("walltime", ["00:00:30", "00:00:00"])
+def test_a_walltime_under_a_minute_is_refused(walltime):
+    with pytest.raises(ProfileError, match="key 'walltime_default' must be at least one minute"):
+        parse_profiles([with_(walltime_default=walltime)])
