@@ -72,21 +72,18 @@ def ensure_proxy() -> None:
 
 
 def _notebook_env_fingerprint() -> str:
-    # What the session environment holds of ours: the entry point and launcher, the session timer and the grader.
+    """What the session environment holds of ours: the project's packages (the entry point, the nbgrader
+    extension, the exchange client, the grader...), its Jupyter config and the pinned requirements.
+    All of the packages, not a list of files: a list goes stale, and a stale grader in the env is
+    what every grading job then runs."""
     h = hashlib.sha256(NOTEBOOK_REQUIREMENTS.read_bytes())
     h.update((ROOT / "pyproject.toml").read_bytes())
-    for name in ("launcher.py", "singleuser.py", "nbgrader_lazy.py"):  # what runs in the session's server
-        h.update((ROOT / "spawners" / name).read_bytes())
-    for path in sorted([*(ROOT / "docker" / "notebook" / "jupyter_server_config.d").glob("*.json"),
-                        ROOT / "docker" / "notebook" / "labconfig" / "page_config.json"]):
-        h.update(path.read_bytes())
-    # Grading jobs run the grader from this env; sessions use the exchange client and its config.
-    for path in [*sorted((ROOT / "assessments" / "grader").glob("*.py")), ROOT / "assessments" / "exchange_client.py",
-                 ROOT / "docker" / "notebook" / "nbgrader_config.py"]:
-        h.update(path.read_bytes())
-    for path in sorted((ROOT / "spawners" / "session_timer").rglob("*")):
-        if path.is_file() and "src" not in path.parts:
-            h.update(path.read_bytes())
+    files = [p for package in ("hub", "spawners", "assessments", "courses") for p in (ROOT / package).rglob("*")
+             if p.is_file() and p.suffix in (".py", ".j2", ".json", ".yaml", ".js", ".mako", ".css")
+             and "notebooks" not in p.parts and "__pycache__" not in p.parts and "node_modules" not in p.parts]
+    files += [*(ROOT / "docker" / "notebook").rglob("*")]
+    for path in sorted(f for f in files if f.is_file()):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     h.update(Path(__file__).read_bytes())  # the install steps themselves
     return h.hexdigest()
 
