@@ -13,7 +13,7 @@ import logging
 import os
 import pwd
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from jupyterhub import orm
