@@ -77,11 +77,11 @@ class Cgroup:
         for d in self.dirs.values():
             d.mkdir(exist_ok=True)
         memory = str(limits.memory_bytes + CGROUP_HEADROOM)
-        _write(self.dirs["memory"] / "memory.limit_in_bytes", memory)
+        (self.dirs["memory"] / "memory.limit_in_bytes").write_text(memory)
         swap = self.dirs["memory"] / "memory.memsw.limit_in_bytes"  # only with swap accounting on
         if swap.exists():
-            _write(swap, memory)
-        _write(self.dirs["pids"] / "pids.max", str(limits.processes))
+            swap.write_text(memory)
+        (self.dirs["pids"] / "pids.max").write_text(str(limits.processes))
 
     @property
     def procs_files(self) -> list[str]:
@@ -115,10 +115,6 @@ def _own_cgroup_dir(controller: str) -> Path:
             return CGROUP_ROOT / controller / path.lstrip("/")
     raise RuntimeError(f"this node has no cgroup v1 '{controller}' controller: the grading sandbox needs the "
                        "memory and pids controllers of cgroup v1 (see README, 'What a grading node needs')")
-
-
-def _write(path: Path, value: str) -> None:
-    path.write_text(value)
 
 
 def mount_argv(workdir: Path, notebook_env: str) -> list[str]:

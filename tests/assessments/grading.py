@@ -94,6 +94,17 @@ def generate_release(python: str, source: nbformat.NotebookNode, name: str, scra
     return nbformat.read(scratch / "release" / "arith" / name, as_version=4)
 
 
+def write_assignment(python: str, private: Path, name: str) -> nbformat.NotebookNode:
+    """The trainer's source and nbgrader's release of it under PRIVATE/source and PRIVATE/release, as
+    the course store keeps them; the release, which every submission starts from."""
+    source = source_notebook()
+    release = generate_release(python, source, name, private / "course")
+    for folder, nb in (("source", source), ("release", release)):
+        (private / folder).mkdir()
+        nbformat.write(nb, private / folder / name)
+    return release
+
+
 def run_grader(python: str, run_file: Path, timeout_s: float, env: dict[str, str] | None = None, *,
                stdout: Path, stderr: Path) -> list[dict]:
     """Grade everything in RUN_FILE in one driver process; the records, in order.

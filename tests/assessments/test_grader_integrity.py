@@ -437,11 +437,7 @@ def graded() -> Graded:
     private.mkdir(mode=0o700)
     listener = Listener()
     try:
-        source = grading.source_notebook()
-        release = grading.generate_release(python, source, NAME, private / "course")
-        for folder, nb in (("source", source), ("release", release)):
-            (private / folder).mkdir()
-            nbformat.write(nb, private / folder / NAME)
+        release = grading.write_assignment(python, private, NAME)
         peer = private / "submissions" / "learner2"
         peer.mkdir(parents=True, mode=0o700)
         nbformat.write(honest(copy.deepcopy(release)), peer / NAME)

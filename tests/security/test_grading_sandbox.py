@@ -103,11 +103,7 @@ def sandboxed(base_config):
                                Path("/etc/munge"), NOTEBOOKS_DIR, private)
               if p.exists()]
     try:
-        source = grading.source_notebook()
-        release = grading.generate_release(python, source, NAME, private / "course")
-        for folder, nb in (("source", source), ("release", release)):
-            (private / folder).mkdir()
-            nbformat.write(nb, private / folder / NAME)
+        release = grading.write_assignment(python, private, NAME)
         submissions = {
             "looks_around": answer(release, add=looks_around(hidden, host_process)),
             "walks_for_course_sources": answer(release, mul=walks_the_sandbox(course_fingerprints())),
