@@ -7,7 +7,7 @@ bench01..benchNN, are graded in each round by:
 
 - anchor: ONE `nbgrader autograde <assignment> --force` over all students (nbgrader 0.9.6 of the
   notebook env, serial), in a scratch nbgrader course with the same submitted notebooks;
-- ours: `assessments.autograde.start(..., regrade=True)` on the real one-node Slurm, followed
+- ours: `assessments.grading.batch.start(..., regrade=True)` on the real one-node Slurm, followed
   until every result is in, then `collect()` into the gradebook (what `academy grade` does), once
   per slot count (`assessments.max_parallel`, default 1 and 2);
 - bare: one notebook-env process running plain nbclient over the same notebooks the graders
@@ -49,9 +49,9 @@ import yaml
 import common
 from common import NOTEBOOK_ENV, LogMark, log
 
-from assessments import autograde  # noqa: E402 - common puts this checkout on sys.path
-from assessments.grader.notebook_merge import grade_id, merge, nbgrader_meta  # noqa: E402
-from assessments.store import Store  # noqa: E402
+from assessments.grading import batch as autograde  # noqa: E402 - common puts this checkout on sys.path
+from assessments.grading.notebook_merge import grade_id, merge, nbgrader_meta  # noqa: E402
+from assessments.exchange.store import Store  # noqa: E402
 from courses.catalogue import load_catalogue  # noqa: E402
 from hub import config as academy_config  # noqa: E402
 from spawners.profiles import parse_profile  # noqa: E402
@@ -70,7 +70,7 @@ import json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
-from assessments.grader.sandbox import kernel_env
+from assessments.grading.sandbox import kernel_env
 
 spec, claims = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
 out = []
@@ -587,7 +587,7 @@ def main() -> int:
         "setup": {
             "anchor": "one `nbgrader autograde <assignment> --force` (nbgrader 0.9.6, venv-notebook), serial over all "
                       "students, in a scratch course; c.Execute.timeout = ours' cell_timeout; kernel env inherited",
-            "ours": "assessments.autograde.start(regrade=True) -> Slurm array (one task per slot, partition of the "
+            "ours": "assessments.grading.batch.start(regrade=True) -> Slurm array (one task per slot, partition of the "
                     "assignment's profile, 1 CPU each) -> results folder polled every "
                     f"{args.poll} s and autograde.progress() once a second -> autograde.collect(); "
                     "wall time = start() called to collect() returned",

@@ -41,7 +41,7 @@ import requests
 
 import common  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
-from assessments import gradebook as gb  # noqa: E402
+from assessments.gradebook import tables as gb  # noqa: E402
 
 COURSE, TRACK = "bench-101", "bench-track"
 ASSIGNMENTS = [f"a{i:02d}" for i in range(30)]
@@ -85,7 +85,7 @@ def serve(root: Path, port: int, hub_port: int) -> None:
 
     from assessments.progress import certificates, db, service
     from assessments.progress.completion import Programme
-    from assessments.store import Store
+    from assessments.exchange.store import Store
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     access = "access:services!service=academy-progress"

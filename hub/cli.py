@@ -54,7 +54,7 @@ def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
 
 def demo_courses(cfg: dict) -> None:
     """Demo only: every catalogue course published once, the demo cohort enrolled in each."""
-    from assessments.store import Store
+    from assessments.exchange.store import Store
     from courses.catalogue import load_catalogue
 
     store = Store.from_config(cfg)
@@ -120,7 +120,7 @@ def cmd_test(args, cfg: dict) -> int:
 
 
 def cmd_course(args, cfg: dict) -> int:
-    from assessments.course_validate import validate
+    from assessments.courseware.validate import validate
     from courses.catalogue import CatalogueError, load_catalogue
 
     try:
@@ -156,7 +156,7 @@ def cmd_course(args, cfg: dict) -> int:
 
 def _build_releases(courses, python: str, out: Path) -> int:
     """Each assignment's learner version into OUT/<course>/<assignment>/, for a trainer to look at."""
-    from assessments.store import StoreError, build_release
+    from assessments.exchange.store import StoreError, build_release
 
     for c in courses:
         for a in c.assignments:

@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from assessments import autograde, export, feedback, roster
-from assessments.store import Store, StoreError
+from assessments.exchange import feedback
+from assessments.gradebook import export, roster
+from assessments.grading import batch as autograde
+from assessments.exchange.store import Store, StoreError
 from courses.catalogue import CatalogueError, load_catalogue
 from spawners.profiles import parse_profile
 from spawners.slurm_client import SlurmClient, SlurmError

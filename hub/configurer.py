@@ -141,11 +141,11 @@ def update_services(c, cfg: dict) -> None:
     services = [{"name": "academy-reaper", "command": reaper}]
     roles = [{"name": "academy-reaper", "services": ["academy-reaper"],
               "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "delete:servers"]}]
-    # The exchange (assessments.exchange_service): learners and trainers reach it with their own
+    # The exchange (assessments.exchange.service): learners and trainers reach it with their own
     # hub token, from the browser or from inside their session.
     exchange_url = f"http://{cfg['hub']['hub_ip']}:{cfg['assessments']['exchange_port']}"
     services.append({"name": EXCHANGE, "url": exchange_url, "oauth_no_confirm": True,
-                     "command": [sys.executable, "-m", "assessments.exchange_service"],
+                     "command": [sys.executable, "-m", "assessments.exchange.service"],
                      "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(service_config(cfg, EXCHANGE)),
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     # It keeps the hub's <course>-learners / <course>-trainers groups in step with enrolment.
@@ -221,7 +221,7 @@ def update_logging(c, cfg: dict) -> None:
     """Every line the hub writes has its URLs' credentials redacted (also inside ?next=, which
     JupyterHub's own scrubbing of its access lines leaves as it is)."""
     c.JupyterHub.logging_config = {
-        "filters": {"redact_secrets": {"()": "assessments.web_safety.RedactSecrets"}},
+        "filters": {"redact_secrets": {"()": "assessments.service.security.RedactSecrets"}},
         "handlers": {"console": {"filters": ["redact_secrets"]}},
     }
 

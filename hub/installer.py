@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
-# bubblewrap: the grading sandbox (assessments/grader/sandbox.py).
+# bubblewrap: the grading sandbox (assessments/grading/sandbox.py).
 APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck", "bubblewrap"]
 # chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
 # tested beside SQLite (tests/progress start a throwaway cluster of their own).
@@ -107,7 +107,7 @@ def ensure_notebook_env(env_dir: str) -> None:
     # and only uses it to check "iri" formats, which it skips when the package is absent.
     _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *IMPORT_TIME_HOGS],
          "removing import-time hogs from the notebook env")
-    # The session entry point (spawners.singleuser) and the grader (assessments.grader) run inside jobs from here.
+    # The session entry point (spawners.singleuser) and the grader (assessments.grading) run inside jobs from here.
     # The project's package data holds no course notebook (pyproject.toml): learners read this env.
     _run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], "installing the session entry point into the notebook env")
     shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' by-product, in the checkout

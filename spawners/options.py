@@ -18,7 +18,7 @@ MINUTES_RE = re.compile(r"^[0-9]{1,5}$")
 
 
 # Course enrolment shows on the hub as groups `<course>-learners` / `<course>-trainers`
-# (kept in step by assessments.hub_groups, which uses these suffixes too).
+# (kept in step by assessments.gradebook.hub_groups, which uses these suffixes too).
 COURSE_GROUP_SUFFIXES = {"learner": "-learners", "trainer": "-trainers"}
 
 

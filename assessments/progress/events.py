@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from . import db, folds
 from .models import DERIVED, events
 
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")      # as assessments.store and the config schema
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")      # as assessments.exchange.store and the config schema
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")           # course, assignment, track and profile ids
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 MAX_PAYLOAD_BYTES = 4096

@@ -29,8 +29,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
-from ..export import _cell as formula_safe
-from ..web_safety import SecurityHeaders
+from ..gradebook.export import _cell as formula_safe
+from ..service.security import SecurityHeaders
 from . import certificates, completion, plots, queries
 from .groups import GroupError
 from .service import NOT_TRAINER, ApiHandler, refusal

@@ -2,7 +2,7 @@
 
 Everything here reads the derived tables of models.py, aggregated in SQL where it spans a
 cohort; who may see what is decided by the caller (service.py). Course membership comes from
-the gradebook's enrolment (assessments.store.Store), passed in as plain values.
+the gradebook's enrolment (assessments.exchange.store.Store), passed in as plain values.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ A grade that passes a learner's course, and a course that completes their progra
 recorded with the batch that carried it (completion.py); the track's certificate is issued and
 signed right after (certificates.py).
 
-Who teaches or learns what is the gradebook's enrolment (assessments.store), read on every
+Who teaches or learns what is the gradebook's enrolment (assessments.exchange.store), read on every
 request like the exchange does, so a change there applies at once; admins are the hub's. A
 learner cannot send events: they would be grading themselves. Every refusal is a 403 with a
 JSON message, except a course the caller does not teach: a 404 like a course that does not
@@ -41,7 +41,7 @@ from tornado.ioloop import IOLoop
 
 import sqlalchemy as sa
 
-from ..web_safety import OAuthCallback, SecurityHeaders, redact_tornado_logs
+from ..service.security import OAuthCallback, SecurityHeaders, redact_tornado_logs
 from . import certificates, completion, db, events as ev, queries
 
 log = logging.getLogger("academy.progress")
@@ -221,7 +221,7 @@ def issue_certificates(settings: dict) -> list[dict]:
 def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = None,
              programme: completion.Programme | None = None, signer: certificates.Signer | None = None,
              groups=None, public_url: str = "http://127.0.0.1:8000/") -> web.Application:
-    """The service's application; `members` answers role_of / courses_of / members (assessments.store.Store),
+    """The service's application; `members` answers role_of / courses_of / members (assessments.exchange.store.Store),
     `programme` is what completion is measured against (default: the course catalogue), `signer` signs
     certificates (None: none are issued), `groups` reads hub groups for the cohort filter (groups.HubGroups),
     `public_url` is the hub's address as users know it (printed on certificates, for verification)."""
@@ -256,7 +256,7 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    from assessments.store import Store  # the gradebook's enrolment
+    from assessments.exchange.store import Store  # the gradebook's enrolment
     from hub import hub_process
 
     from .groups import HubGroups

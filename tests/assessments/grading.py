@@ -7,7 +7,7 @@ runs itself as a subprocess), and run as the driver in the notebook environment:
     PYTHONPATH=REPO python tests/assessments/grading.py RUN.json
 
 RUN.json holds {"manifest": {...}, "job_id": int, "jobs": [{"slot": int, "sub": {...}}, ...],
-"out": PATH}. Each submission is graded with assessments.grader.task.grade_submission, in
+"out": PATH}. Each submission is graded with assessments.grading.task.grade_submission, in
 order, in this one process (interpreter start-up once, and a grader that must survive every
 attack before the next). After each, the driver records what the trainer would get (the result,
 or the grader's exception), the sandbox uid's processes still alive, and its own peak memory;
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
-from assessments.grader.sandbox import sandbox_uid  # noqa: E402 - standard library only, both environments
+from assessments.grading.sandbox import sandbox_uid  # noqa: E402 - standard library only, both environments
 
 
 # --- the assignment -------------------------------------------------------------------------
@@ -74,13 +74,13 @@ def notebook_env_python() -> str:
 
 
 def notebook_env(python: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    # As assessments.course_validate runs its checker: the notebook environment's bin first on PATH.
+    # As assessments.courseware.validate runs its checker: the notebook environment's bin first on PATH.
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1",
             "PATH": f"{os.path.dirname(python)}:{os.environ.get('PATH', '/usr/bin:/bin')}", **(extra or {})}
 
 
 def generate_release(python: str, source: nbformat.NotebookNode, name: str, scratch: Path) -> nbformat.NotebookNode:
-    """``nbgrader generate_assignment`` in a scratch course, as assessments.course_check does it."""
+    """``nbgrader generate_assignment`` in a scratch course, as assessments.courseware.check does it."""
     scratch.mkdir(parents=True)
     (scratch / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.CourseDirectory.course_id = 'integrity'\nc.CourseDirectory.root = {str(scratch)!r}\n")
@@ -162,8 +162,8 @@ def kill_processes(found: list[str]) -> None:
 def main(run_file: str) -> int:
     import resource
 
-    from assessments.grader import sandbox
-    from assessments.grader.task import grade_submission
+    from assessments.grading import sandbox
+    from assessments.grading.task import grade_submission
 
     spec = json.loads(Path(run_file).read_text())
     sandbox.check_tools()

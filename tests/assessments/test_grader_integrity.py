@@ -3,7 +3,7 @@
 One small nbgrader assignment (answers ``add`` and ``mul``, autograded for 2 and 3 points, and a
 markdown answer a trainer grades, 1 point), released by nbgrader itself. Every submission is that
 release with one attack in it. All are graded in one driver process in the notebook environment
-(tests/assessments/grading.py), through ``assessments.grader.task.grade_submission``, as root,
+(tests/assessments/grading.py), through ``assessments.grading.task.grade_submission``, as root,
 as a grading job runs them, with grading-job variables in its environment. Each test then checks
 what the trainer gets for one submission: every cell's score and status (never points the
 submission did not earn, and its honest answer still earns its own), the notes, and that the

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from assessments.course_validate import ROOT, check_assignment
+from assessments.courseware.validate import ROOT, check_assignment
 from courses.catalogue import load_catalogue
 from hub.config import load
 
@@ -66,7 +66,7 @@ def run_checker(tmp_path: Path, cells, points=2) -> list[str]:
                                                             "language": "python"}})
     nbformat.write(nb, folder / "squares.ipynb")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{os.path.dirname(PYTHON)}:{os.environ['PATH']}"}
-    out = subprocess.run([PYTHON, "-m", "assessments.course_check", str(folder), "squares.ipynb", "demo",
+    out = subprocess.run([PYTHON, "-m", "assessments.courseware.check", str(folder), "squares.ipynb", "demo",
                           "squares", str(points), "60"], capture_output=True, text=True, env=env, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])["problems"]
 

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 import requests
 
-from assessments.grader.feedback import hidden_lines
+from assessments.grading.feedback import hidden_lines
 
 from ..assessment_support import (ASSIGNMENT, COURSE, NOTEBOOK, SOURCE, academy, b64, enrol_and_publish, exchange,
                                   solved)

@@ -15,11 +15,11 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from assessments import gradebook as gb
+from assessments.gradebook import tables as gb
 from assessments.progress import certificates, db, service
 from assessments.progress.completion import Programme
 from assessments.progress.groups import HubGroups
-from assessments.store import Store
+from assessments.exchange.store import Store
 
 from ..support import free_port
 from .eventgen import T0, event_id

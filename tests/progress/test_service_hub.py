@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from assessments import gradebook as gb
+from assessments.gradebook import tables as gb
 from assessments.progress.outbox import Outbox
 from assessments.progress.service import INGEST_SCOPE, NAME
-from assessments.store import Store
+from assessments.exchange.store import Store
 
 from ..support import free_port
 from .eventgen import T0, event_id

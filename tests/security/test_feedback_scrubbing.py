@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from assessments.grader.feedback import REDACTED_LINE, feedback_notebook
+from assessments.grading.feedback import REDACTED_LINE, feedback_notebook
 
 from ..assessment_support import ASSIGNMENT, COURSE, NOTEBOOK, SOURCE, academy, b64, enrol_and_publish, exchange
 from ..support import HubUser

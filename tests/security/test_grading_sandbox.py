@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from assessments.grader.sandbox import CGROUP_ROOT
+from assessments.grading.sandbox import CGROUP_ROOT
 from courses.catalogue import NOTEBOOKS_DIR
 
 from ..assessments import grading

@@ -247,7 +247,7 @@ def service_processes(hub) -> dict[str, dict]:
             environ = dict(e.split(b"=", 1) for e in (proc / "environ").read_bytes().split(b"\0") if b"=" in e)
         except (OSError, IndexError, ValueError):
             continue        # ended meanwhile
-        for name, module in ((EXCHANGE, b"assessments.exchange_service"), (PROGRESS, b"assessments.progress.service")):
+        for name, module in ((EXCHANGE, b"assessments.exchange.service"), (PROGRESS, b"assessments.progress.service")):
             if ppid == hub_pid and module in cmdline:
                 found[name] = json.loads(environ[b"ACADEMY_SERVICE_CONFIG"])
     return found

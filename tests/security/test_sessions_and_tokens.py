@@ -17,7 +17,7 @@ import requests
 
 from hub import hub_process
 from hub.configurer import platform_tag
-from assessments.exchange_service import AUTH_CACHE_S
+from assessments.exchange.service import AUTH_CACHE_S
 from spawners.slurm_spawner import QUERY_SPAWN_REFUSED
 
 from ..support import HubUser, hub_answers, session_token, squeue, wait_for

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from assessments import gradebook as gb
-from assessments.store import (STORE_FULL, Store, StoreError, StoreFull, SubmissionRateLimited, SubmissionRejected,
+from assessments.gradebook import tables as gb
+from assessments.exchange.store import (STORE_FULL, Store, StoreError, StoreFull, SubmissionRateLimited, SubmissionRejected,
                                SubmissionTooLarge, check_user)
 from hub import hub_process
 from hub.config import ConfigError, load
@@ -277,7 +277,7 @@ def exchange_process(hub) -> int:
     for proc in Path("/proc").iterdir():
         try:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == hub_pid and b"assessments.exchange_service" in (proc / "cmdline").read_bytes():
+            if ppid == hub_pid and b"assessments.exchange.service" in (proc / "cmdline").read_bytes():
                 return int(proc.name)
         except (OSError, ValueError, IndexError):
             continue

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from assessments.autograde import batch_script
+from assessments.grading.batch import batch_script
 from hub.config import load
 from spawners.profiles import parse_profile
 
@@ -21,7 +21,7 @@ def test_a_gpu_assignment_is_graded_on_a_gpu_and_a_cpu_one_is_not(tmp_path):
     assert "--gres" not in cpu and "#SBATCH --partition=cpu" in cpu and "#SBATCH --cpus-per-task=1" in cpu
     # Nothing of the submitting shell reaches the job; the driver runs isolated from the notebook env.
     assert "#SBATCH --export=NONE" in cpu and "#SBATCH --time=00:15:00" in cpu
-    assert cpu.rstrip().endswith(f"-I -m assessments.grader.task {tmp_path}")
+    assert cpu.rstrip().endswith(f"-I -m assessments.grading.task {tmp_path}")
     assert "#SBATCH --mem=4096M" in cpu  # the sandbox's 3G, plus the driver's own
 
 

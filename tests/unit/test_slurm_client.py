@@ -1,5 +1,5 @@
 """SlurmClient.array_states against a scripted squeue in `bin_dir`, and the grader's progress
-that reads it (assessments.autograde.progress): what a live, a forgotten and an unreachable
+that reads it (assessments.grading.batch.progress): what a live, a forgotten and an unreachable
 array mean to a grading batch."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from assessments.autograde import Batch, progress
+from assessments.grading.batch import Batch, progress
 from spawners.slurm_client import SlurmClient, SlurmError
 
 # The fake squeue logs its arguments, then plays what the file `answer` says: its first line is

@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from assessments import export, gradebook as gb, roster
-from assessments.store import Store, StoreError, SubmissionRejected
+from assessments.gradebook import export, roster, tables as gb
+from assessments.exchange.store import Store, StoreError, SubmissionRejected
 
 NOW = 1_800_000_000.0
 ESSAY = {"grade_id": "essay", "kind": "manual", "points": 2.0, "score": None, "status": "ok", "hidden": False,

@@ -7,8 +7,8 @@ import io
 import statistics
 import time
 
-from . import gradebook as gb
-from .store import Store
+from . import tables as gb
+from ..exchange.store import Store
 
 COLUMNS = ["student", "assignment", "status", "submitted_at", "late_hours", "score", "manual_score", "penalty",
            "final_score",

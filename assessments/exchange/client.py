@@ -2,7 +2,7 @@
 
 Installed into the session environment and selected by its nbgrader_config.py, so JupyterLab's
 Assignments tab (nbgrader's own extension) lists, fetches, submits and fetches feedback through
-assessments.exchange_service with the session's hub token. No shared directory: nbgrader's
+assessments.exchange.service with the session's hub token. No shared directory: nbgrader's
 default exchange needs one that every learner can write to (jupyter/nbgrader#1225).
 """
 

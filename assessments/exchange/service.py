@@ -6,7 +6,7 @@ their access at once. A submission is stored under the authenticated account wit
 clock; a body naming another student is rejected with 403. Trainers of a course also start
 autograding, follow it, and download the gradebook here.
 
-    python -m assessments.exchange_service [--port N]     (started by the hub)
+    python -m assessments.exchange.service [--port N]     (started by the hub)
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ from spawners.slurm_client import SlurmClient, SlurmError
 import nbformat
 import sqlalchemy as sa
 
-from . import autograde, export, feedback, gradebook as gb, hub_groups, progress_events
+from ..gradebook import export, hub_groups, tables as gb
+from ..grading import batch as autograde
+from ..progress import emit as progress_events
+from . import feedback
 from .store import MAX_FILES, Store, StoreError, SubmissionRateLimited, SubmissionRejected, StoreFull, human_size
-from .web_safety import OAuthCallback, SecurityHeaders, redact_tornado_logs
+from ..service.security import OAuthCallback, SecurityHeaders, redact_tornado_logs
 
 log = logging.getLogger("academy.exchange")
 SLUG = r"[a-z0-9][a-z0-9-]{0,63}"

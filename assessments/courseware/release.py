@@ -1,6 +1,6 @@
 """Build an assignment's release with nbgrader, in the notebook environment.
 
-    python -m assessments.release_build SOURCE_DIR RELEASE_DIR COURSE ASSIGNMENT
+    python -m assessments.courseware.release SOURCE_DIR RELEASE_DIR COURSE ASSIGNMENT
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``academy course validate``: check every assignment of the catalogue, with progress shown.
 
-Each notebook is checked by assessments.course_check in the notebook environment (where
+Each notebook is checked by assessments.courseware.check in the notebook environment (where
 nbgrader and torch live), one at a time so that runtime budgets mean what they say on a
 2-core machine.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from courses.catalogue import Assignment, Course
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]   # the checkout (or site-packages)
 
 
 @dataclass
@@ -33,7 +33,7 @@ def check_assignment(a: Assignment, notebook_python: str, timeout_s: float | Non
     # nbgrader runs alembic and jupyter from PATH: the notebook environment's must come first.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
            "PATH": f"{os.path.dirname(notebook_python)}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    argv = [notebook_python, "-m", "assessments.course_check", str(a.folder), a.notebook, a.course_id, a.id,
+    argv = [notebook_python, "-m", "assessments.courseware.check", str(a.folder), a.notebook, a.course_id, a.id,
             str(a.points), str(a.runtime_budget_s)]
     limit = timeout_s or (a.runtime_budget_s * 4 + 120)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .progress.outbox import Outbox, stable_id
+from .outbox import Outbox, stable_id
 
 PROGRESS = "academy-progress"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from . import gradebook as gb
+from ..gradebook import tables as gb
 from .store import ROOT, Store, StoreError
 
 
@@ -43,7 +43,7 @@ def release(store: Store, course: str, assignment: str, title: str) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=store.root, delete=False) as f:
         json.dump(jobs, f)
     try:
-        proc = subprocess.run([store.notebook_python, "-m", "assessments.grader.feedback", f.name], cwd=ROOT,
+        proc = subprocess.run([store.notebook_python, "-m", "assessments.grading.feedback", f.name], cwd=ROOT,
                               capture_output=True, text=True, timeout=600,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1"})
     finally:

@@ -7,7 +7,7 @@ the expected value). Every remaining output is then scrubbed of any hidden line,
 learner's own code printed one it caught while the tests ran, and of any line of the trainer's
 hidden tests or solutions (scrub_source_lines).
 
-    python -m assessments.grader.feedback JOBS.json
+    python -m assessments.grading.feedback JOBS.json
     JOBS.json: [{"graded": path, "release": path, "source": path, "result": {...notebook result...},
                  "html": out path, "title": str}, ...]
 """

@@ -26,8 +26,8 @@ from courses.catalogue import Assignment
 from spawners.profiles import Profile, format_walltime
 from spawners.slurm_client import SlurmClient
 
-from . import gradebook as gb
-from .store import Store, StoreError
+from ..gradebook import tables as gb
+from ..exchange.store import Store, StoreError
 
 MAX_RESULT_BYTES = 4 << 20
 SCRIPT = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=False,

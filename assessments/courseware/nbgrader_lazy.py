@@ -31,7 +31,7 @@ ROUTES = [
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "assessments.nbgrader_lazy"}]
+    return [{"module": "assessments.courseware.nbgrader_lazy"}]
 
 
 def nbgrader_handler(settings: dict, module_name: str, class_name: str) -> type:

@@ -10,7 +10,7 @@ Runs in the *notebook* environment (it needs nbgrader), in a scratch nbgrader co
 Prints one JSON object: {"problems": [...], "solution_s": float, "scores": {...}}.
 Every problem names the notebook and, where it applies, the cell.
 
-    python -m assessments.course_check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S
+    python -m assessments.courseware.check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S
 """
 
 from __future__ import annotations

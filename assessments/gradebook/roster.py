@@ -14,7 +14,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .store import Store, StoreError, check_user
+from ..exchange.store import Store, StoreError, check_user
 
 ROLES = ("learner", "trainer")
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from spawners.options import COURSE_GROUP_SUFFIXES
 from spawners.hub_api import HubAPI, HubAPIError
 
-from . import gradebook as gb
+from . import tables as gb
 
 log = logging.getLogger("academy.groups")
 SUFFIX = {role: suffix.lstrip("-") for role, suffix in COURSE_GROUP_SUFFIXES.items()}

@@ -1,6 +1,6 @@
 """One grading job (or one task of a grading array): grade its share of a batch's submissions.
 
-    python -m assessments.grader.task BATCH_DIR
+    python -m assessments.grading.task BATCH_DIR
 
 Runs as root on a Slurm node, in the notebook environment. The batch directory (root only)
 holds manifest.json, written by the hub side; this writes results/<submission>.json and

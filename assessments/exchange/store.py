@@ -37,10 +37,10 @@ import sqlalchemy as sa
 
 from courses.catalogue import Assignment
 
-from . import gradebook as gb
-from .progress_events import ProgressEvents, outbox_for
+from ..gradebook import tables as gb
+from ..progress.emit import ProgressEvents, outbox_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]   # the checkout (or site-packages)
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 MAX_FILES = 50
@@ -314,7 +314,7 @@ class Store:
 def build_release(notebook_python: str, a: Assignment, dest: Path) -> None:
     """The learners' version of an assignment (nbgrader generate_assignment) into dest, which must not exist."""
     build = subprocess.run(
-        [notebook_python, "-m", "assessments.release_build", str(a.folder), str(dest), a.course_id, a.id],
+        [notebook_python, "-m", "assessments.courseware.release", str(a.folder), str(dest), a.course_id, a.id],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1",
              "PATH": f"{Path(notebook_python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
