@@ -156,7 +156,7 @@ def cmd_course(args, cfg: dict) -> int:
 
 def _build_releases(courses, python: str, out: Path) -> int:
     """Each assignment's learner version into OUT/<course>/<assignment>/, for a trainer to look at."""
-    from assessments.exchange.store import StoreError, build_release
+    from assessments.courseware.release import ReleaseError, build_release
 
     for c in courses:
         for a in c.assignments:
@@ -166,7 +166,7 @@ def _build_releases(courses, python: str, out: Path) -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 build_release(python, a, dest)
-            except StoreError as e:
+            except ReleaseError as e:
                 print(f"academy: {e}", file=sys.stderr)
                 return 1
             print(f"built {c.id}/{a.id} -> {dest}")

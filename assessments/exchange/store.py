@@ -26,7 +26,6 @@ import pwd
 import re
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 import uuid
@@ -37,6 +36,7 @@ import sqlalchemy as sa
 
 from courses.catalogue import Assignment
 
+from ..courseware.release import ReleaseError, build_release
 from ..gradebook import tables as gb
 from ..progress.emit import ProgressEvents, outbox_for
 
@@ -151,7 +151,10 @@ class Store:
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=self.root))
         try:
             shutil.copytree(a.folder, staging / "source", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-            build_release(self.notebook_python, a, staging / "release")
+            try:
+                build_release(self.notebook_python, a, staging / "release")
+            except ReleaseError as e:
+                raise StoreError(str(e)) from None
             for kind in ("source", "release"):
                 target = self.course_dir(a.course_id, kind, a.id)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,18 +312,6 @@ class Store:
             return [dict(r) for r in conn.execute(sa.select(gb.submissions).where(
                 gb.submissions.c.course == course, gb.submissions.c.assignment == assignment,
                 gb.submissions.c.student == user).order_by(gb.submissions.c.submitted_at)).mappings()]
-
-
-def build_release(notebook_python: str, a: Assignment, dest: Path) -> None:
-    """The learners' version of an assignment (nbgrader generate_assignment) into dest, which must not exist."""
-    build = subprocess.run(
-        [notebook_python, "-m", "assessments.courseware.release", str(a.folder), str(dest), a.course_id, a.id],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1",
-             "PATH": f"{Path(notebook_python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
-    if build.returncode != 0:
-        raise StoreError(f"building the release of {a.course_id}/{a.id} failed: "
-                         f"{(build.stderr or build.stdout).strip()[-1200:]}")
 
 
 def check_user(user: str) -> None:

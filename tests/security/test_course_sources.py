@@ -47,7 +47,7 @@ def test_the_walk_finds_every_course_notebook_in_the_sources_and_none_in_a_relea
     found = leak_walk.scan([str(NOTEBOOKS_DIR)], prints)
     assert {f["notebook"] for f in found["findings"]} == set(prints)
     # What a learner fetches: nbgrader's release keeps the rest of the notebook, none of the regions.
-    from assessments.exchange.store import build_release
+    from assessments.courseware.release import build_release
     a = load_catalogue()["llm-101"].assignments[0]
     build_release(os.path.join(base_config["notebook_env"], "bin", "python"), a, tmp_path / "release")
     released = leak_walk.scan([str(tmp_path / "release")], prints)
