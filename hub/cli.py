@@ -63,7 +63,7 @@ def demo_courses(cfg: dict) -> None:
     for course in load_catalogue(profiles={p["key"] for p in cfg["profiles"]}).values():
         for role in ("learner", "trainer"):
             for user in cohort.get(f"{role}s", []):
-                store.enrol(course.id, user, role)
+                store.enrolment.add(course.id, user, role)
         published = {p["assignment"] for p in store.publications(course.id)}
         todo += [a for a in course.assignments if a.id not in published]
     if todo:  # once, on the first `up`: nbgrader builds each release (a few seconds each), in parallel

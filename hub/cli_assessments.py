@@ -12,6 +12,7 @@ from assessments.exchange import feedback
 from assessments.gradebook import export, roster
 from assessments.grading import batch as autograde
 from assessments.exchange.store import Store, StoreError
+from assessments.gradebook.enrolment import EnrolmentError
 from courses.catalogue import CatalogueError, load_catalogue
 from spawners.profiles import parse_profile
 from spawners.slurm_client import SlurmClient, SlurmError
@@ -57,7 +58,7 @@ def run(args, cfg: dict) -> int:
         course = catalogue[args.course]
         store = Store.from_config(cfg)
         return HANDLERS[args.command](args, cfg, store, course)
-    except (StoreError, CatalogueError, SlurmError) as e:
+    except (StoreError, EnrolmentError, CatalogueError, SlurmError) as e:
         print(f"academy: {e}", file=sys.stderr)
         return 1
 
@@ -81,14 +82,14 @@ def cmd_publish(args, cfg, store, course) -> int:
 def cmd_enrol(args, cfg, store, course) -> int:
     role = "trainer" if args.trainer else "learner"
     for user in args.users:
-        changed = store.enrol(course.id, user, role)
+        changed = store.enrolment.add(course.id, user, role)
         print(f"{user}: {'enrolled as ' + role if changed else 'already a ' + role} in {course.id}")
     return 0
 
 
 def cmd_unenrol(args, cfg, store, course) -> int:
     for user in args.users:
-        print(f"{user}: {'removed from' if store.unenrol(course.id, user) else 'was not in'} {course.id}")
+        print(f"{user}: {'removed from' if store.enrolment.remove(course.id, user) else 'was not in'} {course.id}")
     return 0
 
 
@@ -104,7 +105,7 @@ def cmd_roster(args, cfg, store, course) -> int:
 
 def cmd_members(args, cfg, store, course) -> int:
     for role in ("trainer", "learner"):
-        print(f"{role}s: {', '.join(store.members(course.id, role)) or '-'}")
+        print(f"{role}s: {', '.join(store.enrolment.find_members(course.id, role)) or '-'}")
     return 0
 
 

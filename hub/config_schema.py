@@ -14,6 +14,11 @@ def _(base: dict, what: str) -> dict:
     return {**base, "description": f"{what}; {base['description']}"}
 
 
+def _within(kind: str, low: float, high: float, what: str) -> dict:
+    """A number or integer from low to high, the range written once: in the bounds and, from them, in the text."""
+    return {"type": kind, "minimum": low, "maximum": high, "description": f"{what}, {low:g} to {high:g}"}
+
+
 def _section(description: str, properties: dict) -> dict:
     return {"type": "object", "additionalProperties": False, "description": description, "properties": properties}
 
@@ -59,14 +64,19 @@ SESSIONS = _section("learners' sessions (Slurm jobs)", {
     "pending_timeout": {"type": "integer", "minimum": 0, "maximum": 86400,
                         "description": "seconds in the queue before a start is cancelled; 0 for automatic "
                                        "(start_timeout - 30), at most 86400"},
-    "monitor_interval": {"type": "number", "minimum": 0.5, "maximum": 600,
-                         "description": "seconds between batched squeue calls, 0.5 to 600"},
+    "monitor_interval": _within("number", 0.5, 600, "seconds between batched squeue calls"),
+    "monitor_max_interval": _within("number", 0.5, 3600, "longest wait between squeue calls while Slurm does not "
+                                    "answer (the wait doubles from monitor_interval)"),
+    "cancel_attempts": _within("integer", 1, 20, "scancel attempts when a session stops before its job is left "
+                               "to the reaper"),
+    "cancel_backoff": _within("number", 0, 600, "seconds between the first two scancel attempts, each later wait "
+                              "twice the one before"),
+    "token_expiry_margin": _within("integer", 0, 86400, "seconds a session's hub token outlives its job's walltime "
+                                   "(it is revoked as soon as the job ends)"),
     "idle_timeout": {"type": "integer", "minimum": 0, "description": "seconds; 0 disables idle culling"},
-    "reaper_interval": {"type": "number", "minimum": 1, "maximum": 3600,
-                        "description": "seconds between reaper rounds (jobs without a hub record are "
-                                       "cancelled), 1 to 3600"},
-    "reaper_grace": {"type": "number", "minimum": 0, "maximum": 86400,
-                     "description": "seconds a job may go unrecorded (a start in progress), 0 to 86400"},
+    "reaper_interval": _within("number", 1, 3600, "seconds between reaper rounds (jobs without a hub record are "
+                               "cancelled)"),
+    "reaper_grace": _within("number", 0, 86400, "seconds a job may go unrecorded (a start in progress)"),
 })
 
 PARTITION = {

@@ -32,20 +32,24 @@ SERVICE_CONFIG = {
         "profiles": None,
     },
     PROGRESS: {
-        "hub": ("state_dir", "ip", "port", "public_url"),  # its SQLite and key beside the hub's; certificate links
+        "hub": ("state_dir", "public_url"),   # its SQLite and key beside the hub's; certificate links
         "progress": ("database", "auth_cache_s"),
-        # The gradebook's enrolment decides who sees what, read on every request as the exchange does,
-        # through the exchange's own Store (Store.from_config reads this section).
-        "assessments": None,
-        "notebook_env": None,
+        # The gradebook's enrolment decides who sees what, read on every request as the exchange does
+        # (gradebook.db.url_from_config reads these two).
+        "assessments": ("root", "database"),
     },
 }
 
 
 def service_config(cfg: dict, service: str) -> dict:
-    """The part of `cfg` that `service` is handed (SERVICE_CONFIG)."""
-    return {section: cfg[section] if keys is None else {k: cfg[section][k] for k in keys}
-            for section, keys in SERVICE_CONFIG[service].items()}
+    """The part of `cfg` that `service` is handed (SERVICE_CONFIG); hub.public_url as users know it."""
+    from .hub_process import public_url
+
+    handed = {section: cfg[section] if keys is None else {k: cfg[section][k] for k in keys}
+              for section, keys in SERVICE_CONFIG[service].items()}
+    if "public_url" in handed.get("hub", {}):
+        handed["hub"]["public_url"] = public_url(cfg)
+    return handed
 
 
 def db_url(cfg: dict) -> str:
@@ -111,8 +115,13 @@ def update_spawner(c, cfg: dict) -> None:
     c.AcademySlurmSpawner.hub_instance = platform_tag(cfg)
     c.AcademySlurmSpawner.slurm_bin_dir = slurm["bin_dir"]
     c.AcademySlurmSpawner.slurm_timeout = float(slurm["command_timeout"])
-    c.AcademySlurmSpawner.pending_timeout = float(cfg["sessions"]["pending_timeout"])
-    c.AcademySlurmSpawner.monitor_interval = float(cfg["sessions"]["monitor_interval"])
+    sessions = cfg["sessions"]
+    c.AcademySlurmSpawner.pending_timeout = float(sessions["pending_timeout"])
+    c.AcademySlurmSpawner.monitor_interval = float(sessions["monitor_interval"])
+    c.AcademySlurmSpawner.monitor_max_interval = float(sessions["monitor_max_interval"])
+    c.AcademySlurmSpawner.cancel_attempts = sessions["cancel_attempts"]
+    c.AcademySlurmSpawner.cancel_backoff = float(sessions["cancel_backoff"])
+    c.AcademySlurmSpawner.token_expiry_margin = float(sessions["token_expiry_margin"])
     c.Spawner.ip = slurm["server_ip"]
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = cfg["hub"]["start_timeout"]

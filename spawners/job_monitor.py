@@ -26,6 +26,8 @@ TERMINAL_STATES = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
     "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
 }
+RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING"}
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}  # SUSPENDED is neither
 QUERY_MARGIN_S = 2.0  # room for a slow squeue between two rounds of the loop
 GONE = JobInfo(job_id="", state="GONE")  # Slurm confirmed it no longer knows the job
 

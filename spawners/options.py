@@ -17,21 +17,6 @@ ACCEPTED_KEYS = ("profile", "walltime", "course")
 MINUTES_RE = re.compile(r"^[0-9]{1,5}$")
 
 
-# Course enrolment shows on the hub as groups `<course>-learners` / `<course>-trainers`
-# (kept in step by assessments.gradebook.hub_groups, which uses these suffixes too).
-COURSE_GROUP_SUFFIXES = {"learner": "-learners", "trainer": "-trainers"}
-
-
-def courses_from_groups(groups: Iterable[str]) -> list[str]:
-    """The courses a user is enrolled in (as learner or trainer), from their hub group names."""
-    found = set()
-    for group in groups:
-        for suffix in COURSE_GROUP_SUFFIXES.values():
-            if group.endswith(suffix) and len(group) > len(suffix):
-                found.add(group[: -len(suffix)])
-    return sorted(found)
-
-
 class OptionsError(ValueError):
     """The learner's options were refused; the message says what was wrong and what is accepted."""
 

@@ -24,7 +24,8 @@ from .hub_api import HubAPI
 from .slurm_client import SlurmClient, SlurmError
 
 log = logging.getLogger("academy.reaper")
-LIVE_STATES = "PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING,REQUEUED,REQUEUE_HOLD,RESIZING"
+LIVE_STATES = ("PENDING", "RUNNING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING")
+TAGGED_JOB_FORMAT = "%i|%T|%k|%V|%l"  # id, state, comment (the tag), submit time, time limit
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,8 @@ class TaggedJob:
 
 async def tagged_jobs(slurm: SlurmClient, tag: str) -> list[TaggedJob]:
     """Live jobs of all users whose comment carries this platform's tag."""
-    out = await slurm.run([slurm._cmd("squeue"), "--noheader", f"--states={LIVE_STATES}", "--format=%i|%T|%k|%V|%l"])
     jobs = []
-    for line in out.splitlines():
-        parts = line.strip().split("|")
+    for parts in await slurm.list_jobs(LIVE_STATES, TAGGED_JOB_FORMAT):
         if len(parts) != 5 or not parts[2].startswith(tag + ":"):
             continue
         job_id, state, comment, submitted, limit = parts

@@ -160,6 +160,11 @@ class SlurmClient:
         marker = " to start at "
         return text.split(marker, 1)[1].split()[0] if marker in text else ""
 
+    async def list_jobs(self, states: Iterable[str], format: str) -> list[list[str]]:
+        """Every user's jobs in these states: for each, the '|'-separated fields of ``format`` (squeue's %-codes)."""
+        out = await self.run([self._cmd("squeue"), "--noheader", f"--states={','.join(states)}", f"--format={format}"])
+        return [line.strip().split("|") for line in out.splitlines() if line.strip()]
+
     async def job(self, job_id: str) -> JobInfo | None:
         return (await self.jobs([job_id])).get(job_id)
 
@@ -170,6 +175,22 @@ class SlurmClient:
             if is_invalid_job(e):
                 return  # already gone: nothing to cancel
             raise
+
+    async def cancel_with_retries(self, job_id: str, attempts: int, backoff_s: float,
+                                  logger: logging.Logger = log) -> bool:
+        """scancel up to ``attempts`` times, waiting ``backoff_s`` and then twice as long each time;
+        True once Slurm took it, False if every attempt failed (each failure is logged)."""
+        delay = backoff_s
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.cancel(job_id)
+                return True
+            except SlurmError as e:
+                logger.warning("scancel %s failed (attempt %d of %d): %s", job_id, attempt, attempts, e)
+                if attempt < attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        return False
 
 
 def parse_squeue(out: str) -> dict[str, JobInfo]:

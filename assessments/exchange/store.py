@@ -22,7 +22,6 @@ import errno
 import hashlib
 import math
 import os
-import pwd
 import re
 import shutil
 import sqlite3
@@ -38,11 +37,12 @@ from courses.catalogue import Assignment
 
 from ..courseware.release import ReleaseError, build_release
 from ..gradebook import tables as gb
+from ..gradebook.db import open_gradebook, url_from_config
+from ..gradebook.enrolment import Enrolment
 from ..progress.emit import ProgressEvents, outbox_for
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout (or site-packages)
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 MAX_FILES = 50
 RATE_WINDOW_S = 3600
 # A write that failed for want of room (a full disk, a quota, a file-size limit), not for a bug.
@@ -87,60 +87,27 @@ class Store:
     learner_quota_bytes: int = 500 << 20    # per learner, every course of this store together
     keep_submissions: int = 3               # per learner and assignment; graded ones are kept besides
 
+    def __post_init__(self):
+        self.enrolment = Enrolment(self.engine)   # who may fetch, submit, grade (the gradebook's API)
+
     @classmethod
     def from_config(cls, cfg: dict) -> "Store":
         a = cfg["assessments"]
         root = Path(a["root"])
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
-        url = a["database"] or f"sqlite:///{root / 'gradebook.sqlite'}"
         # A service that never stores a submission (progress) is handed no limits: the fields' defaults.
         limits = {field: read(a[key]) for key, (field, read) in LIMIT_KEYS.items() if key in a}
-        return cls(root, gb.engine_for(url), str(Path(cfg["notebook_env"]) / "bin" / "python"),
+        return cls(root, open_gradebook(url_from_config(cfg)), str(Path(cfg["notebook_env"]) / "bin" / "python"),
                    a["late_penalty_per_day"], a["late_grace_s"], ProgressEvents(outbox_for(cfg)), **limits)
+
+    def read(self, query, *args):
+        """query(conn, *args) on a connection of its own (a gradebook query from tables.py)."""
+        with self.engine.connect() as conn:
+            return query(conn, *args)
 
     def course_dir(self, course: str, *parts: str) -> Path:
         return self.root.joinpath(course, *parts)
-
-    # --- enrolment -----------------------------------------------------------------------------
-
-    def role_of(self, course: str, user: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(gb.enrolments.c.role).where(
-                gb.enrolments.c.course == course, gb.enrolments.c.user == user)).scalar()
-
-    def courses_of(self, user: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(gb.enrolments.c.course, gb.enrolments.c.role)
-                                .where(gb.enrolments.c.user == user)).all()
-        return {course: role for course, role in rows}
-
-    def members(self, course: str, role: str | None = None) -> list[str]:
-        q = sa.select(gb.enrolments.c.user).where(gb.enrolments.c.course == course)
-        if role:
-            q = q.where(gb.enrolments.c.role == role)
-        with self.engine.connect() as conn:
-            return sorted(conn.execute(q).scalars())
-
-    def enrol(self, course: str, user: str, role: str = "learner") -> bool:
-        """True if this added or changed the enrolment."""
-        check_user(user)
-        if role not in ("learner", "trainer"):
-            raise StoreError(f"role {role!r} is not one of: learner, trainer")
-        with self.engine.begin() as conn:
-            current = conn.execute(sa.select(gb.enrolments.c.role).where(
-                gb.enrolments.c.course == course, gb.enrolments.c.user == user)).scalar()
-            if current == role:
-                return False
-            conn.execute(sa.delete(gb.enrolments).where(
-                gb.enrolments.c.course == course, gb.enrolments.c.user == user))
-            conn.execute(sa.insert(gb.enrolments).values(course=course, user=user, role=role, enrolled_at=time.time()))
-        return True
-
-    def unenrol(self, course: str, user: str) -> bool:
-        with self.engine.begin() as conn:
-            return conn.execute(sa.delete(gb.enrolments).where(
-                gb.enrolments.c.course == course, gb.enrolments.c.user == user)).rowcount > 0
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -195,7 +162,7 @@ class Store:
         if claimed_student is not None and claimed_student != user:
             raise SubmissionRejected(f"rejected: {user} may not submit as {claimed_student!r}; a submission is "
                                      "always stored under the account that sent it")
-        if self.role_of(course, user) != "learner":
+        if self.enrolment.find_role(course, user) != "learner":
             raise SubmissionRejected(f"rejected: {user} is not a learner of {course}")
         with self.engine.connect() as conn:
             pub = gb.publication(conn, course, assignment)
@@ -312,15 +279,6 @@ class Store:
             return [dict(r) for r in conn.execute(sa.select(gb.submissions).where(
                 gb.submissions.c.course == course, gb.submissions.c.assignment == assignment,
                 gb.submissions.c.student == user).order_by(gb.submissions.c.submitted_at)).mappings()]
-
-
-def check_user(user: str) -> None:
-    if not USER_NAME.fullmatch(user or ""):
-        raise StoreError(f"{user!r} is not a valid user name (lower-case letters, digits, '_' and '-')")
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        raise StoreError(f"no account named {user!r} on this system: create it (or add it to the directory) first")
 
 
 def size_bytes(size: str) -> int:

@@ -15,7 +15,7 @@ COLUMNS = ["student", "assignment", "status", "submitted_at", "late_hours", "sco
            "max_score", "needs_manual_grading", "notes"]
 
 
-def _cell(value) -> str:
+def formula_safe(value) -> str:
     text = "" if value is None else str(value)
     # A spreadsheet runs a cell that starts with = + - @ as a formula: learner-controlled text never does.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -28,7 +28,7 @@ def gradebook_csv(store: Store, course: str) -> str:
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for r in rows:
-        writer.writerow([_cell(v) for v in (
+        writer.writerow([formula_safe(v) for v in (
             r["student"], r["assignment"], r["status"],
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["submitted_at"])), f"{r['late_s'] / 3600:.2f}",
             _fmt(r["score"]), _fmt(r["manual_score"]), _fmt(r["penalty"]), _fmt(r["final_score"]), _fmt(r["max_score"]),
@@ -44,7 +44,7 @@ def statistics_by_assignment(store: Store, course: str) -> list[dict]:
     with store.engine.connect() as conn:
         rows = gb.gradebook_rows(conn, course)
         pubs = {p["assignment"]: p for p in store.publications(course)}
-    enrolled = len(store.members(course, "learner"))
+    enrolled = len(store.enrolment.find_members(course, "learner"))
     stats = []
     for assignment in pubs:
         scores = [r["final_score"] for r in rows if r["assignment"] == assignment and r["final_score"] is not None]

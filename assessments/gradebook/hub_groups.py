@@ -1,66 +1,58 @@
 """Keep the hub's groups in step with course enrolment: ``<course>-learners`` and ``<course>-trainers``.
 
 The enrolment table is the authority (the exchange checks it on every request, so access ends
-the moment someone is unenrolled); the hub's groups follow within one round, for what the hub
-itself decides by group (spawn profiles, roles, other services).
+the moment someone is unenrolled). The hub's groups follow for what the hub itself decides by
+group (spawn courses and profiles, roles, other services): every second the exchange reads the
+enrolment change log (one local query, no hub request) and brings the groups of the courses that
+changed into line; every few minutes a full comparison catches anything done behind its back
+(a trainer editing groups in the hub's admin page, a change log written while the hub was down).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
 
 import sqlalchemy as sa
 
-from spawners.options import COURSE_GROUP_SUFFIXES
+from courses.groups import GROUP_SUFFIXES, group_name
 from spawners.hub_api import HubAPI, HubAPIError
 
 from . import tables as gb
+from .enrolment import Enrolment
 
 log = logging.getLogger("academy.groups")
-SUFFIX = {role: suffix.lstrip("-") for role, suffix in COURSE_GROUP_SUFFIXES.items()}
+WATCH_S = 1.0          # how often the change log is read
+RECONCILE_S = 300.0    # how often every course group is compared with the enrolment
 
 
-def desired_groups(engine: sa.Engine) -> dict[str, set[str]]:
+def desired_groups(enrolment: Enrolment, courses: set[str] | None = None) -> dict[str, set[str]]:
+    """{group: members} the enrolment asks for; only `courses`' groups when given."""
     groups: dict[str, set[str]] = {}
-    with engine.connect() as conn:
-        for course, user, role in conn.execute(sa.select(gb.enrolments.c.course, gb.enrolments.c.user,
-                                                         gb.enrolments.c.role)):
-            groups.setdefault(f"{course}-{SUFFIX[role]}", set()).add(user)
-        for (course,) in conn.execute(sa.select(gb.publications.c.course).distinct()):
-            for suffix in SUFFIX.values():  # a course everyone left keeps empty groups, not stale ones
-                groups.setdefault(f"{course}-{suffix}", set())
+    with enrolment.engine.connect() as conn:
+        published = set(conn.execute(sa.select(gb.publications.c.course).distinct()).scalars())
+    for course in (published if courses is None else courses):
+        for role in GROUP_SUFFIXES:   # a course everyone left keeps empty groups, not stale ones
+            groups.setdefault(group_name(course, role), set())
+    for course, user, role in enrolment.find_all():
+        if courses is None or course in courses:
+            groups.setdefault(group_name(course, role), set()).add(user)
     return groups
 
 
-def sync_once(hub: HubAPI, engine: sa.Engine, known_groups: set[str]) -> dict[str, tuple[list, list]]:
-    """Add and remove members so the hub matches the enrolment; returns what changed per group."""
-    want = desired_groups(engine)
-    for name in known_groups - set(want):
-        want[name] = set()
+def sync_once(hub: HubAPI, enrolment: Enrolment, known_groups: set[str],
+              courses: set[str] | None = None) -> dict[str, tuple[list, list]]:
+    """Add and remove members so the hub matches the enrolment (of `courses`, or all); returns what changed."""
+    want = desired_groups(enrolment, courses)
+    if courses is None:
+        for name in known_groups - set(want):
+            want[name] = set()
     changes = {}
-    existing_users = {u["name"] for u in hub.items("/users")}
+    existing_users = {u["name"] for u in hub.items("/users")} if any(want.values()) else set()
     for group, members in sorted(want.items()):
-        quoted = urllib.parse.quote(group)
-        try:
-            have = set(hub.request("GET", f"/groups/{quoted}")["users"])
-        except HubAPIError as e:
-            if e.status != 404:
-                raise
-            if not members:
-                continue
-            hub.request("POST", f"/groups/{quoted}", {})
-            have = set()
-        missing_users = sorted(members - existing_users)
-        if missing_users:  # enrolled before ever logging in: the hub learns of them now
-            hub.request("POST", "/users", {"usernames": missing_users})
-            existing_users |= set(missing_users)
-        add, remove = sorted(members - have), sorted(have - members)
-        if add:
-            hub.request("POST", f"/groups/{quoted}/users", {"users": add})
-        if remove:
-            hub.request("DELETE", f"/groups/{quoted}/users", {"users": remove})
+        add, remove = _sync_group(hub, group, members, existing_users)
         if add or remove:
             changes[group] = (add, remove)
             log.info("group %s: added %s, removed %s", group, add or "-", remove or "-")
@@ -68,11 +60,44 @@ def sync_once(hub: HubAPI, engine: sa.Engine, known_groups: set[str]) -> dict[st
     return changes
 
 
-async def keep_in_sync(engine: sa.Engine, interval: float = 5.0) -> None:
-    hub, known = HubAPI.from_env(), set()
+def _sync_group(hub: HubAPI, group: str, members: set[str], existing_users: set[str]) -> tuple[list, list]:
+    quoted = urllib.parse.quote(group)
+    try:
+        have = set(hub.request("GET", f"/groups/{quoted}")["users"])
+    except HubAPIError as e:
+        if e.status != 404:
+            raise
+        if not members:
+            return [], []
+        hub.request("POST", f"/groups/{quoted}", {})
+        have = set()
+    missing_users = sorted(members - existing_users)
+    if missing_users:  # enrolled before ever logging in: the hub learns of them now
+        hub.request("POST", "/users", {"usernames": missing_users})
+        existing_users |= set(missing_users)
+    add, remove = sorted(members - have), sorted(have - members)
+    if add:
+        hub.request("POST", f"/groups/{quoted}/users", {"users": add})
+    if remove:
+        hub.request("DELETE", f"/groups/{quoted}/users", {"users": remove})
+    return add, remove
+
+
+async def keep_in_sync(enrolment: Enrolment, hub: HubAPI | None = None,
+                       watch_s: float = WATCH_S, reconcile_s: float = RECONCILE_S) -> None:
+    """Follow enrolment changes as they happen, and reconcile everything every `reconcile_s`;
+    `hub`: the hub's API (default: the one this service was started by)."""
+    hub, known = hub or HubAPI.from_env(), set()
+    seen, reconcile_at = None, 0.0
     while True:
         try:
-            await asyncio.to_thread(sync_once, hub, engine, known)
+            latest, changed = await asyncio.to_thread(enrolment.find_changes, seen or 0)
+            if seen is None or time.monotonic() >= reconcile_at:
+                await asyncio.to_thread(sync_once, hub, enrolment, known)
+                reconcile_at = time.monotonic() + reconcile_s
+            elif changed:
+                await asyncio.to_thread(sync_once, hub, enrolment, known, changed)
+            seen = latest     # only once the hub has it: a failed round is tried again
         except Exception as e:  # the hub restarting, a network blip: try again next round
             log.warning("could not sync the hub's groups: %s", e)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(watch_s)

@@ -14,7 +14,8 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from ..exchange.store import Store, StoreError, check_user
+from ..exchange.store import Store, StoreError
+from .enrolment import EnrolmentError, check_user
 
 ROLES = ("learner", "trainer")
 
@@ -49,7 +50,7 @@ def parse(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
             continue
         try:
             check_user(user)
-        except StoreError as e:
+        except EnrolmentError as e:
             rejected.append(f"line {line}: {e}")
             continue
         if user in seen:
@@ -64,5 +65,5 @@ def import_roster(store: Store, course: str, text: str) -> RosterReport:
     rows, rejected = parse(text)
     report = RosterReport(rejected=rejected)
     for _line, user, role in rows:
-        (report.added if store.enrol(course, user, role) else report.unchanged).append(user)
+        (report.added if store.enrolment.add(course, user, role) else report.unchanged).append(user)
     return report

@@ -1,7 +1,8 @@
-"""The gradebook: publications, submissions, results and feedback releases (SQLAlchemy Core).
+"""The gradebook's tables (SQLAlchemy Core) and the queries on grades: publications, submissions,
+results, hand grades, enrolment.
 
-SQLite in WAL mode by default (readers never wait on the grader's writes), any SQLAlchemy URL
-in production. Every time stored here is the server's clock, as epoch seconds.
+The schema is changed only through a migration (migrations/, run by db.py). Every time stored
+here is the server's clock, as epoch seconds.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ enrolments = sa.Table(
 )
 
 
+# One row per enrolment change, in order: what follows enrolment (the hub's course groups) reads
+# the changes since the last id it saw, instead of comparing everything every few seconds.
+enrolment_changes = sa.Table(
+    "enrolment_changes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("course", sa.String(64), nullable=False),
+    sa.Column("user", sa.String(32), nullable=False),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
+
+
 manual_grades = sa.Table(
     "manual_grades", metadata,
     sa.Column("submission_id", sa.String(40), sa.ForeignKey("submissions.id"), primary_key=True),
@@ -83,21 +95,6 @@ manual_grades = sa.Table(
     sa.Column("grader", sa.String(32), nullable=False),
     sa.Column("graded_at", sa.Float, nullable=False),
 )
-
-
-def engine_for(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-    metadata.create_all(engine)
-    return engine
 
 
 def publication(conn, course: str, assignment: str) -> dict | None:
@@ -211,3 +208,20 @@ def counted_score(conn, submission_id: str) -> float:
     if res is None or res["score"] is None:
         return 0.0
     return max(0.0, res["score"] + sum(manual_scores(conn, submission_id).values()) - res["penalty"])
+
+
+def find_submission(conn, submission_id: str) -> dict | None:
+    row = conn.execute(sa.select(submissions).where(submissions.c.id == submission_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def find_graded_submission(conn, course: str, submission_id: str) -> tuple[dict, dict, dict] | None:
+    """(submission, result, {grade_id: hand grade}) of a graded submission of `course`; None when
+    there is no such submission in that course, or it has no result, or its grading failed."""
+    sub = find_submission(conn, submission_id)
+    res = conn.execute(sa.select(results).where(results.c.submission_id == submission_id)).mappings().first()
+    if sub is None or sub["course"] != course or res is None or res["error"]:
+        return None
+    grades = {r.grade_id: r for r in conn.execute(
+        sa.select(manual_grades).where(manual_grades.c.submission_id == submission_id))}
+    return sub, dict(res), grades

@@ -11,6 +11,7 @@ size-capped JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -77,6 +78,17 @@ def batch_script(batch: Path, n_tasks: int, profile: Profile, cfg: dict, per_tas
 async def start(store: Store, cfg: dict, a: Assignment, profile: Profile, slurm: SlurmClient,
                 regrade: bool = False) -> Batch | None:
     """Grade every learner's latest submission that has no result yet (all of them with regrade)."""
+    prepared = await asyncio.to_thread(_prepare, store, cfg, a, profile, regrade)   # database and files
+    if prepared is None:
+        return None
+    folder, manifest, script = prepared
+    job_id = await slurm.submit(script, None, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    (folder / "job_id").write_text(job_id + "\n")
+    return Batch(folder.name, a.course_id, a.id, folder, job_id, manifest["submissions"])
+
+
+def _prepare(store: Store, cfg: dict, a: Assignment, profile: Profile, regrade: bool):
+    """The batch's folder, manifest and job script; None when nothing is left to grade."""
     with store.engine.connect() as conn:
         pub = gb.publication(conn, a.course_id, a.id)
         if pub is None:
@@ -111,9 +123,7 @@ async def start(store: Store, cfg: dict, a: Assignment, profile: Profile, slurm:
     label = f"academy-grading:{a.course_id}:{a.id}:{batch_id}"
     script = batch_script(folder, n_tasks, profile, cfg, per_task_s, label)
     (folder / "grade.sbatch").write_text(script)
-    job_id = await slurm.submit(script, None, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    (folder / "job_id").write_text(job_id + "\n")
-    return Batch(batch_id, a.course_id, a.id, folder, job_id, manifest["submissions"])
+    return folder, manifest, script
 
 
 def open_batch(store: Store, course: str, assignment: str, batch_id: str) -> Batch:

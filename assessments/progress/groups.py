@@ -20,8 +20,8 @@ import time
 from typing import Iterable
 from urllib.parse import quote
 
+from courses.groups import course_of_group, group_name
 from spawners.hub_api import HubAPI, HubAPIError
-from spawners.options import COURSE_GROUP_SUFFIXES
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 GROUP_CACHE_S = 30
@@ -30,7 +30,7 @@ GROUP_CACHE_S = 30
 def may_filter(course: str, name: str, members: Iterable[str], learners: Iterable[str]) -> bool:
     """Whether a trainer of `course` may see and filter by hub group `name` (of `members`);
     `learners` are the course's enrolled learners."""
-    if name != f"{course}-learners" and name.endswith(tuple(COURSE_GROUP_SUFFIXES.values())):
+    if name != group_name(course, "learner") and course_of_group(name):
         return False        # another course's enrolment (or this course's trainers: no learners)
     return not set(learners).isdisjoint(members)
 

@@ -29,11 +29,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
-from ..gradebook.export import _cell as formula_safe
+from ..gradebook.export import formula_safe
 from ..service.security import SecurityHeaders
 from . import certificates, completion, plots, queries
 from .groups import GroupError
-from .service import NOT_TRAINER, ApiHandler, refusal
+from ..service.base import refusal
+from .service import NOT_TRAINER, ApiHandler
 
 PAGE_SIZE = 100
 CSV_CHUNK = 1000
@@ -86,7 +87,7 @@ class PageHandler(ApiHandler):
         error_page(self, status_code, kwargs, model.get("name") if isinstance(model, dict) else None)
 
     async def offload(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.settings["readers"], fn, *args)
+        return await self.in_thread(fn, *args)
 
 
 class LearnerPage(PageHandler):
@@ -94,10 +95,10 @@ class LearnerPage(PageHandler):
     async def get(self, user=None):
         me = self.user_name()
         user = user or me
-        roles = await self.members("courses_of", user)
+        roles = await self.members("find_courses", user)
         only = None
         if user != me and not self.is_admin():
-            teaches = {c for c, r in (await self.members("courses_of", me)).items() if r == "trainer"}
+            teaches = {c for c, r in (await self.members("find_courses", me)).items() if r == "trainer"}
             only = teaches & {c for c, r in roles.items() if r == "learner"}
             if not only:
                 raise refusal(403, f"{me} may not see {user}'s progress: only {user}, an admin, or a trainer of "
@@ -132,15 +133,15 @@ class CohortSelection(PageHandler):
     async def selection(self, course: str) -> tuple[list[str], str, str]:
         me = self.user_name()
         if not self.is_admin():
-            if await self.members("role_of", course, me) != "trainer":
+            if await self.members("find_role", course, me) != "trainer":
                 raise refusal(404, NOT_TRAINER)
-        elif course not in self.settings["programme"].courses and not await self.members("members", course):
+        elif course not in self.settings["programme"].courses and not await self.members("find_members", course):
             raise refusal(404, f"there is no course {course!r}: neither in the catalogue nor with anyone enrolled")
         only = self.get_argument("filter", "all")
         if only not in queries.FILTERS:
             raise refusal(400, f"filter {only[:40]!r} is not accepted; accepted: {', '.join(queries.FILTERS)}")
         group = self.get_argument("group", "").strip()
-        learners = self.enrolled = await self.members("members", course, "learner")
+        learners = self.enrolled = await self.members("find_members", course, "learner")
         if group:
             try:
                 members = await self.settings["groups"].of_course(course, group, learners)
@@ -242,7 +243,7 @@ class CertificatePage(SecurityHeaders, web.RequestHandler):
             raise refusal(404, "no such certificate: a certificate id is 32 hexadecimal digits, as printed on it")
         if self.settings.get("signer") is None:
             raise refusal(503, "certificates are not set up on this service (no signing key)")
-        record = await asyncio.get_running_loop().run_in_executor(self.settings["readers"], _by_id,
+        record = await asyncio.get_running_loop().run_in_executor(self.settings["pool"], _by_id,
                                                                   self.settings["engine"], cert_id)
         if record is None:
             raise refusal(404, f"no certificate {cert_id} was issued here: check the id against the document")

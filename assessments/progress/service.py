@@ -31,24 +31,20 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
-from jupyterhub.utils import url_path_join
+from jupyterhub.services.auth import HubOAuth
 from tornado import web
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 import sqlalchemy as sa
 
-from ..service.security import OAuthCallback, SecurityHeaders, redact_tornado_logs
+from ..service.base import SLUG, USER, ServiceHandler, make_application, refusal, serve, service_config
+from ..service.security import OAuthCallback
 from . import certificates, completion, db, events as ev, queries
 
 log = logging.getLogger("academy.progress")
 NAME = "academy-progress"
 INGEST_SCOPE = "custom:academy-progress:ingest"
-SLUG = r"[a-z0-9][a-z0-9-]{0,63}"
-USER = r"[a-z_][a-z0-9_-]{0,31}"
 MAX_BODY = 8 << 20
 # A course the caller does not teach gets the answer a course that does not exist gets (404, this
 # message), so that no one learns from the service which courses exist.
@@ -61,27 +57,8 @@ def database_url(cfg: dict) -> str:
     return url or f"sqlite:///{Path(cfg['hub']['state_dir']) / 'progress.sqlite'}"
 
 
-def refusal(status: int, message: str, **extra) -> web.HTTPError:
-    """An HTTP error whose message reaches the client as JSON (and the log verbatim, '%' included)."""
-    error = web.HTTPError(status, "%s", message)
-    error.extra = extra
-    return error
-
-
-class ApiHandler(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
-    def initialize(self):
-        if self.settings.get("hub_auth") is not None:
-            self.hub_auth = self.settings["hub_auth"]
-
-    async def prepare(self):
-        # Ask the hub who this is without blocking the event loop (HubAuthenticated's own
-        # get_current_user would wait for the hub's answer in a thread, holding every request).
-        model = await self.hub_auth.get_user(self, sync=False)
-        self._not_allowed = None
-        try:
-            self._hub_auth_user_cache = self.check_hub_user(model) if model else None
-        except UserNotAllowed:      # known to the hub, but without access to this service
-            self._hub_auth_user_cache, self._not_allowed = None, model
+class ApiHandler(ServiceHandler):
+    """The progress API's base: JSON refusals, an API never redirects to a login page."""
 
     def caller(self) -> dict:
         model = self.get_current_user()
@@ -106,26 +83,15 @@ class ApiHandler(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
         raise refusal(403, "a valid hub token is required")  # an API answers, never redirects
 
     async def read(self, fn, *args, **kwargs):
-        """Run a read in the thread pool, on its own connection (the event loop stays free)."""
+        """fn(conn, *args, **kwargs) on a connection of its own, in the pool (the event loop stays free)."""
         def run():
             with self.settings["engine"].connect() as conn:
                 return fn(conn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.settings["readers"], run)
+        return await self.in_thread(run)
 
     async def members(self, method: str, *args):
-        store = self.settings["members"]
-        return await asyncio.get_running_loop().run_in_executor(self.settings["readers"],
-                                                                lambda: getattr(store, method)(*args))
-
-    def write_error(self, status_code, **kwargs):
-        reason = self._reason
-        exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            reason = exc.log_message % exc.args if exc.args else exc.log_message
-        body = {"status": status_code, "message": reason}
-        body.update(getattr(exc, "extra", {}))
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
+        """The gradebook's enrolment (Enrolment.<method>(*args)), asked in the pool."""
+        return await self.in_thread(getattr(self.settings["members"], method), *args)
 
 
 class EventsHandler(ApiHandler):
@@ -167,19 +133,19 @@ class EventsHandler(ApiHandler):
 class MeHandler(ApiHandler):
     async def get(self):
         user = self.user_name()
-        roles = await self.members("courses_of", user)
+        roles = await self.members("find_courses", user)
         self.write(await self.read(queries.learner_records, user, roles, time.time()))
 
 
 class UserHandler(ApiHandler):
     async def get(self, user):
         me = self.user_name()
-        roles = await self.members("courses_of", user)
+        roles = await self.members("find_courses", user)
         if self.is_admin() or me == user:
             only = None
         else:
             # A trainer sees this learner in the courses they teach, nothing else.
-            teaches = {c for c, r in (await self.members("courses_of", me)).items() if r == "trainer"}
+            teaches = {c for c, r in (await self.members("find_courses", me)).items() if r == "trainer"}
             only = teaches & {c for c, r in roles.items() if r == "learner"}
             if not only:
                 raise refusal(403, f"{me} may not see {user}'s records: only an admin, {user}, or a trainer "
@@ -190,7 +156,7 @@ class UserHandler(ApiHandler):
 class CohortHandler(ApiHandler):
     async def get(self, course):
         me = self.user_name()
-        if not self.is_admin() and await self.members("role_of", course, me) != "trainer":
+        if not self.is_admin() and await self.members("find_role", course, me) != "trainer":
             raise refusal(404, NOT_TRAINER)
         try:
             limit = int(self.get_argument("limit", "100"))
@@ -202,7 +168,7 @@ class CohortHandler(ApiHandler):
         only = self.get_argument("filter", "all")
         if only not in queries.FILTERS:
             raise refusal(400, f"filter {only!r} is not one of: {', '.join(queries.FILTERS)}")
-        learners = await self.members("members", course, "learner")
+        learners = await self.members("find_members", course, "learner")
         self.write(await self.read(queries.cohort, course, learners, time.time(), limit=limit, offset=offset,
                                    only=only))
 
@@ -221,7 +187,7 @@ def issue_certificates(settings: dict) -> list[dict]:
 def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = None,
              programme: completion.Programme | None = None, signer: certificates.Signer | None = None,
              groups=None, public_url: str = "http://127.0.0.1:8000/") -> web.Application:
-    """The service's application; `members` answers role_of / courses_of / members (assessments.exchange.store.Store),
+    """The service's application; `members` is the gradebook's enrolment (assessments.gradebook.enrolment.Enrolment),
     `programme` is what completion is measured against (default: the course catalogue), `signer` signs
     certificates (None: none are issued), `groups` reads hub groups for the cohort filter (groups.HubGroups),
     `public_url` is the hub's address as users know it (printed on certificates, for verification)."""
@@ -239,29 +205,22 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
         (r"oauth_callback", OAuthCallback),
         *[(pattern.format(user=USER, slug=SLUG), handler) for pattern, handler in pages.ROUTES],
     ]
-    redact_tornado_logs()   # no ?token= or OAuth code in the service's log lines
-    return web.Application(
-        [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
-        default_handler_class=pages.NotFoundPage,
-        engine=engine, members=members, hub_auth=hub_auth, prefix=prefix, programme=programme, signer=signer,
+    return make_application(
+        prefix, routes, pages.NotFoundPage, pool_size=4,
+        engine=engine, members=members, hub_auth=hub_auth, programme=programme, signer=signer,
         groups=groups, verify_prefix=public_url.rstrip("/") + prefix,
         # One writer: SQLite has one anyway, and PostgreSQL ingestion is serialized by a lock.
         writer=ThreadPoolExecutor(1, thread_name_prefix="progress-write"),
-        readers=ThreadPoolExecutor(4, thread_name_prefix="progress-read"),
-        cookie_secret=os.urandom(32),
-        xsrf_cookie_kwargs={"samesite": "Lax"},
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    from assessments.exchange.store import Store  # the gradebook's enrolment
-    from hub import hub_process
-
+    from ..gradebook import db as gradebook_db
+    from ..gradebook.enrolment import Enrolment
     from .groups import HubGroups
 
-    cfg = json.loads(os.environ["ACADEMY_SERVICE_CONFIG"])
+    cfg = service_config()
     url = database_url(cfg)
     db.upgrade(url)
     engine = db.engine_for(url)
@@ -269,16 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     hub_auth = HubOAuth.instance(cache_max_age=int(cfg.get("progress", {}).get("auth_cache_s", 60)))
     # The certificate signing key: root only, beside the hub's state, never in the database.
     signer = certificates.Signer.load_or_create(Path(cfg["hub"]["state_dir"]) / certificates.KEY_FILE)
-    app = make_app(engine, Store.from_config(cfg), hub_auth, signer=signer, groups=HubGroups(),
-                   public_url=hub_process.public_url(cfg))
+    enrolment = Enrolment(gradebook_db.open_gradebook(gradebook_db.url_from_config(cfg)))
+    app = make_app(engine, enrolment, hub_auth, signer=signer, groups=HubGroups(), public_url=cfg["hub"]["public_url"])
     issue_certificates(app.settings)        # any completion recorded while no certificate could be issued
     # What start-up made (modules, matplotlib, the catalogue) lives as long as the process: out of
     # the collector's way, so a full collection during a page takes milliseconds, not a hundred.
     gc.freeze()
-    service_url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-    HTTPServer(app, max_body_size=MAX_BODY).listen(service_url.port, service_url.hostname)
-    log.info("progress listening on %s:%d, database %s", service_url.hostname, service_url.port,
-             sa.engine.make_url(db.normalize_url(url)).render_as_string())
+    serve(app, MAX_BODY, log, "progress")
+    log.info("progress database %s", sa.engine.make_url(db.normalize_url(url)).render_as_string())
     IOLoop.current().start()
     return 0
 

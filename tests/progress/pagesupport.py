@@ -15,15 +15,13 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from assessments.gradebook import tables as gb
 from assessments.progress import certificates, db, service
 from assessments.progress.completion import Programme
 from assessments.progress.groups import HubGroups
-from assessments.exchange.store import Store
 
 from ..support import free_port
 from .eventgen import T0, event_id
-from .test_service_api import ACCESS, WhoAmI, enrol
+from .test_service_api import ACCESS, WhoAmI, enrolled
 
 PUBLIC_URL = "https://academy.example.eu/"  # the hub's address as learners and employers know it
 PREFIX = "/services/academy-progress/"
@@ -59,9 +57,7 @@ class Service:
     def __init__(self, tmp_path, database_url, programme=PROGRAMME, enrolment=ENROLMENT):
         db.upgrade(database_url)
         self.engine = db.engine_for(database_url)
-        self.store = Store(tmp_path / "courses", gb.engine_for(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"),
-                           "/none/python")
-        enrol(self.store, enrolment)
+        self.store = enrolled(f"sqlite:///{tmp_path / 'gradebook.sqlite'}", enrolment)
         self.signer = certificates.Signer.load_or_create(tmp_path / certificates.KEY_FILE)
         hub_port, self.port = free_port(), free_port()
         hub_api = f"http://127.0.0.1:{hub_port}/hub/api"

@@ -19,7 +19,8 @@ from tornado.httpserver import HTTPServer
 
 from assessments.gradebook import tables as gb
 from assessments.progress import db, service
-from assessments.exchange.store import Store
+from assessments.gradebook import db as gradebook_db
+from assessments.gradebook.enrolment import Enrolment
 
 from ..support import free_port
 from .eventgen import T0, event_id
@@ -51,19 +52,21 @@ class WhoAmI(web.RequestHandler):
         self.write(json.dumps(model))
 
 
-def enrol(store: Store, rows) -> None:
-    """Enrolment as the gradebook holds it (Store.enrol would also want real Unix accounts)."""
-    with store.engine.begin() as conn:
+def enrolled(url: str, rows) -> Enrolment:
+    """A gradebook at `url` holding these (course, user, role) rows: its enrolment, as the service reads it.
+    (Enrolment.add would also want real Unix accounts.)"""
+    engine = gradebook_db.open_gradebook(url)
+    with engine.begin() as conn:
         conn.execute(gb.enrolments.insert(),
                      [{"course": c, "user": u, "role": r, "enrolled_at": T0} for c, u, r in rows])
+    return Enrolment(engine)
 
 
 @pytest.fixture
 def api(tmp_path, database_url):
     db.upgrade(database_url)
     engine = db.engine_for(database_url)
-    store = Store(tmp_path / "courses", gb.engine_for(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"), "/none/python")
-    enrol(store, [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"),
+    store = enrolled(f"sqlite:///{tmp_path / 'gradebook.sqlite'}", [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"),
                   ("hpc-101", "learner1", "learner"), ("llm-101", "trainer1", "trainer"),
                   ("hpc-101", "trainer2", "trainer")])
     hub_port, port = free_port(), free_port()

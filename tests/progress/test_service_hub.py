@@ -20,14 +20,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from assessments.gradebook import tables as gb
 from assessments.progress.outbox import Outbox
 from assessments.progress.service import INGEST_SCOPE, NAME
-from assessments.exchange.store import Store
 
 from ..support import free_port
 from .eventgen import T0, event_id
-from .test_service_api import enrol
+from .test_service_api import enrolled
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS = f"access:services!service={NAME}"
@@ -66,12 +64,11 @@ def progress_hub(tmp_path_factory):
     ports = {k: free_port() for k in ("public", "hub", "proxy_api", "service")}
     tokens = {"exchange": secrets.token_hex(16), "driver": secrets.token_hex(16)}
     gradebook = f"sqlite:///{tmp / 'gradebook.sqlite'}"
-    service_cfg = {"hub": {"state_dir": str(tmp), "ip": "127.0.0.1", "port": ports["public"]}, "notebook_env": "/nonexistent",
+    service_cfg = {"hub": {"state_dir": str(tmp), "public_url": f"http://127.0.0.1:{ports['public']}/"},
                    "progress": {"database": f"sqlite:///{tmp / 'progress.sqlite'}"},
                    "assessments": {"root": str(tmp / "courses"), "database": gradebook,
                                    "late_penalty_per_day": 0.1, "late_grace_s": 300}}
-    enrol(Store(tmp / "courses", gb.engine_for(gradebook), "/none"),
-          [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"), ("llm-101", "trainer1", "trainer")])
+    enrolled(gradebook, [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"), ("llm-101", "trainer1", "trainer")])
     (tmp / "jupyterhub_config.py").write_text(hub_config(tmp, ports, service_cfg, tokens))
     log = open(tmp / "hub.log", "wb")
     jupyterhub = str(Path(sys.executable).with_name("jupyterhub"))

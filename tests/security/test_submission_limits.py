@@ -19,8 +19,10 @@ import sqlalchemy as sa
 import yaml
 
 from assessments.gradebook import tables as gb
-from assessments.exchange.store import (STORE_FULL, Store, StoreError, StoreFull, SubmissionRateLimited, SubmissionRejected,
-                               SubmissionTooLarge, check_user)
+from assessments.exchange.store import (STORE_FULL, Store, StoreFull, SubmissionRateLimited, SubmissionRejected,
+                               SubmissionTooLarge)
+from assessments.gradebook.db import open_gradebook
+from assessments.gradebook.enrolment import EnrolmentError, check_user
 from hub import hub_process
 from hub.config import ConfigError, load
 
@@ -34,15 +36,15 @@ NB = "attention.ipynb"
 
 
 def make_store(root: Path, db: Path, **limits) -> Store:
-    s = Store(root, gb.engine_for(f"sqlite:///{db}"), "/nonexistent/python", **limits)
+    s = Store(root, open_gradebook(f"sqlite:///{db}"), "/nonexistent/python", **limits)
     s.root.mkdir(mode=0o700, exist_ok=True)
     with s.engine.begin() as conn:
         for course, assignment in (("llm-101", "attention"), ("llm-101", "lora"), ("hpc-201", "gpu-basics")):
             conn.execute(gb.publications.insert().values(course=course, assignment=assignment, released_at=NOW,
                                                          due_at=NOW + 7 * 86400, points=10, notebooks=f'["{NB}"]'))
     for course in ("llm-101", "hpc-201"):
-        s.enrol(course, "learner1")
-        s.enrol(course, "learner2")
+        s.enrolment.add(course, "learner1")
+        s.enrolment.add(course, "learner2")
     return s
 
 
@@ -207,7 +209,7 @@ def test_a_file_or_user_name_with_a_trailing_newline_is_refused(tmp_path):
     with pytest.raises(SubmissionRejected, match=r"file name 'a\.ipynb\\n' is not allowed"):
         store.submit("llm-101", "attention", "learner1", {"a.ipynb\n": b"{}"}, now=NOW)
     assert stored(store) == [] and folders(store) == []
-    with pytest.raises(StoreError, match="is not a valid user name"):
+    with pytest.raises(EnrolmentError, match="is not a valid user name"):
         check_user("learner1\n")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from spawners.slurm_client import SlurmClient
 
 FAKE = r'''#!{python} -I
-import datetime, fcntl, json, os, sys
+import datetime, fcntl, json, os, sys, time
 
 SCENARIO = {scenario!r}
 BIN_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -106,7 +106,7 @@ def main():
         fcntl.flock(lock, fcntl.LOCK_EX)
         with open(SCENARIO) as f:
             s = json.load(f)
-        s["calls"].append({{"argv": [name] + args, "stdin": stdin,
+        s["calls"].append({{"argv": [name] + args, "stdin": stdin, "at": time.time(),
                            "env": sorted(k for k in os.environ if k.startswith("JUPYTERHUB_"))}})
         code = globals()[name](args, stdin, s)
         with open(SCENARIO + ".new", "w") as f:
@@ -167,7 +167,8 @@ class ScriptedSlurm:
         return self.read()["jobs"][job_id]["state"]
 
     def calls(self, name: str) -> list[dict]:
-        """Every call of ``name`` (sudo-wrapped ones included), oldest first: {"argv", "stdin"|"user", ...}."""
+        """Every call of ``name`` (sudo-wrapped ones included), oldest first: {"argv", "stdin", ...}, with
+        "at" (its time.time()) when run directly, "user" when run through sudo."""
         return [c for c in self.read()["calls"] if c["argv"][0] == name]
 
 

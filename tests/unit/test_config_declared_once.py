@@ -30,7 +30,8 @@ def test_spawner_trait_defaults_equal_the_config_defaults(tmp_path):
     c = Config()
     update_spawner(c, defaults_only(tmp_path))
     configured = {name: value for name, value in c.AcademySlurmSpawner.items() if name not in DERIVED}
-    assert {"monitor_interval", "pending_timeout", "slurm_timeout", "slurm_bin_dir", "notebook_env"} <= set(configured)
+    assert {"monitor_interval", "monitor_max_interval", "pending_timeout", "cancel_attempts", "cancel_backoff",
+            "token_expiry_margin", "slurm_timeout", "slurm_bin_dir", "notebook_env"} <= set(configured)
     traits = AcademySlurmSpawner.class_traits()
     drift = {name: (traits[name].default(), value) for name, value in configured.items()
              if traits[name].default() != value}

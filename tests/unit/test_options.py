@@ -2,7 +2,8 @@
 
 import pytest
 
-from spawners.options import OptionsError, courses_from_groups, validate_user_options
+from courses.groups import courses_from_groups
+from spawners.options import OptionsError, validate_user_options
 from spawners.profiles import parse_profiles
 
 PROFILES = parse_profiles([

@@ -1,6 +1,6 @@
-"""SlurmClient.array_states against a scripted squeue in `bin_dir`, and the grader's progress
-that reads it (assessments.grading.batch.progress): what a live, a forgotten and an unreachable
-array mean to a grading batch."""
+"""SlurmClient against a scripted squeue in `bin_dir`: array_states and the grader's progress that
+reads it (assessments.grading.batch.progress), what a live, a forgotten and an unreachable array
+mean to a grading batch; list_jobs and the reaper's search for the platform's jobs that uses it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from assessments.grading.batch import Batch, progress
+from spawners.reaper import tagged_jobs
 from spawners.slurm_client import SlurmClient, SlurmError
 
 # The fake squeue logs its arguments, then plays what the file `answer` says: its first line is
@@ -61,6 +62,24 @@ def test_a_controller_that_does_not_answer_is_an_error_not_an_ended_array(script
     scripted_squeue.answer(1, "slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
     with pytest.raises(SlurmError, match="Unable to contact slurm controller"):
         asyncio.run(scripted_squeue.client.array_states("4242"))
+
+
+def test_list_jobs_asks_for_every_users_jobs_in_the_states_given_and_splits_their_fields(scripted_squeue):
+    scripted_squeue.answer(0, "101|RUNNING|academy-academy:learner1:default\n\n102|PENDING|\n")
+    rows = asyncio.run(scripted_squeue.client.list_jobs(("PENDING", "RUNNING"), "%i|%T|%k"))
+    assert rows == [["101", "RUNNING", "academy-academy:learner1:default"], ["102", "PENDING", ""]]
+    assert scripted_squeue.calls() == ["--noheader --states=PENDING,RUNNING --format=%i|%T|%k"]
+
+
+def test_the_reaper_finds_the_platforms_jobs_by_the_tag_in_their_comment(scripted_squeue):
+    scripted_squeue.answer(0, "101|RUNNING|academy-academy:learner1:default|2026-12-05T10:00:00|1:00:00\n"
+                              "102|PENDING|other-site:learner2:default|2026-12-05T10:01:00|1:00:00\n"
+                              "103|PENDING|academy-academy:learner2:gpu|Unknown|30:00")
+    jobs = asyncio.run(tagged_jobs(scripted_squeue.client, "academy-academy"))
+    assert [(j.job_id, j.user, j.server, j.submitted is not None) for j in jobs] == [
+        ("101", "learner1", "", True), ("103", "learner2", "gpu", False)]
+    (call,) = scripted_squeue.calls()
+    assert call.startswith("--noheader --states=PENDING,RUNNING,SUSPENDED,") and call.endswith(" --format=%i|%T|%k|%V|%l")
 
 
 def make_batch(tmp_path, graded: int, total: int) -> Batch:

@@ -20,7 +20,9 @@ from jupyterhub import orm
 from jupyterhub.objects import Hub
 from jupyterhub.user import User
 
-from spawners import slurm_spawner
+from traitlets import TraitError
+from traitlets.config import Config
+
 from spawners.job_monitor import JobMonitor
 from spawners.slurm_spawner import AcademySlurmSpawner, SessionError
 
@@ -45,21 +47,6 @@ class ScriptedSpawner(AcademySlurmSpawner):
     @property
     def slurm(self):
         return GuardedSlurmClient(timeout_s=self.slurm_timeout, bin_dir=self.slurm_bin_dir)
-
-
-class FastClock:
-    """``asyncio`` as the spawner module sees it, with every sleep recorded and run 100 times faster."""
-
-    def __init__(self):
-        self.sleeps: list[float] = []
-
-    def __getattr__(self, name):
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay, result=None):
-        self.sleeps.append(delay)
-        await asyncio.sleep(delay / 100)
-        return result
 
 
 @pytest.fixture
@@ -120,12 +107,18 @@ async def start_running_session(spawner, slurm) -> tuple[str, int]:
     return await asyncio.wait_for(starting, 5)
 
 
-def token_row(spawner):
-    return orm.APIToken.find(spawner.db, spawner.api_token)
+def token_row(spawner, token: str | None = None):
+    """The hub's row of the session's API token (``token``: a value kept from before clear_state forgot it)."""
+    return orm.APIToken.find(spawner.db, token or spawner.api_token)
 
 
 def script_lines(call) -> list[str]:
     return call["stdin"].splitlines()
+
+
+def gaps(calls) -> list[float]:
+    """Seconds between one call and the next."""
+    return [b["at"] - a["at"] for a, b in zip(calls, calls[1:])]
 
 
 def test_start_submits_the_profile_as_the_learner_and_returns_where_the_server_listens(spawner, scripted_slurm):
@@ -243,55 +236,59 @@ def test_a_preempted_session_is_seen_as_ended_and_its_hub_token_revoked(spawner,
 
     async def go():
         await start_running_session(spawner, scripted_slurm)
+        assert token_row(spawner) is not None
         scripted_slurm.set_job("101", "PREEMPTED", NODE)
         await spawner.monitor.refresh()
         return await spawner.poll()
 
+    token = spawner.api_token  # clear_state forgets it: look the row up by the value
     status = asyncio.run(go())
 
     assert status == 1
     assert spawner.end_reason == "preempted"
     assert "ended: PREEMPTED" in caplog.text
-    assert token_row(spawner) is None, "the session's hub token must be revoked when its job ends"
+    assert token_row(spawner, token) is None, "the session's hub token must be revoked when its job ends"
     assert spawner.job_id == "" and not spawner.get_state().get("job_id")
     assert spawner.monitor.latest("101") is None
     assert scripted_slurm.calls("scancel") == []  # Slurm already ended it
 
 
-def test_stop_retries_a_failing_scancel_with_backoff_until_slurm_takes_it(spawner, scripted_slurm, caplog, monkeypatch):
+def test_stop_retries_a_failing_scancel_with_backoff_until_slurm_takes_it(spawner, scripted_slurm, caplog):
     caplog.set_level(logging.INFO, logger=log.name)
-    clock = FastClock()
+    spawner.cancel_backoff = 0.25
 
     async def go():
         await start_running_session(spawner, scripted_slurm)
         scripted_slurm.update(scancel_failures=2)
-        monkeypatch.setattr(slurm_spawner, "asyncio", clock)
         return await asyncio.wait_for(spawner.stop(), 5)
 
     assert asyncio.run(go()) is None
-    assert [c["argv"] for c in scripted_slurm.calls("scancel")] == [["scancel", "101"]] * 3
-    assert clock.sleeps[:2] == [1.0, 2.0], clock.sleeps
+    scancels = scripted_slurm.calls("scancel")
+    assert [c["argv"] for c in scancels] == [["scancel", "101"]] * 3
+    first, second = gaps(scancels)
+    assert first >= 0.25 and second >= 0.5, f"waits between attempts: {first:.2f} s, {second:.2f} s"
     assert caplog.text.count("scancel 101 failed") == 2
     assert scripted_slurm.job_state("101") == "CANCELLED"
     assert token_row(spawner) is None, "stop revokes the session's hub token"
     assert [kind for kind, _ in spawner.events] == ["session_started", "session_stopped"]
 
 
-def test_stop_with_scancel_always_failing_returns_and_leaves_the_job_to_the_reaper(spawner, scripted_slurm, caplog,
-                                                                                  monkeypatch):
+def test_stop_with_scancel_always_failing_returns_and_leaves_the_job_to_the_reaper(spawner, scripted_slurm, caplog):
     caplog.set_level(logging.INFO, logger=log.name)
-    spawner.cancel_attempts = 3
-    clock = FastClock()
+    spawner.cancel_attempts, spawner.cancel_backoff = 3, 0.25
 
     async def go():
         await start_running_session(spawner, scripted_slurm)
         scripted_slurm.update(scancel_failures=-1)
-        monkeypatch.setattr(slurm_spawner, "asyncio", clock)
-        return await asyncio.wait_for(spawner.stop(), 5)
+        await asyncio.wait_for(spawner.stop(), 5)
+        return time.time()
 
-    assert asyncio.run(go()) is None
-    assert [c["argv"] for c in scripted_slurm.calls("scancel")] == [["scancel", "101"]] * 3
-    assert clock.sleeps == [1.0, 2.0]
+    stopped_at = asyncio.run(go())
+    scancels = scripted_slurm.calls("scancel")
+    assert [c["argv"] for c in scancels] == [["scancel", "101"]] * 3
+    first, second = gaps(scancels)
+    assert first >= 0.25 and second >= 0.5, f"waits between attempts: {first:.2f} s, {second:.2f} s"
+    assert stopped_at - scancels[-1]["at"] < 0.5, "no wait after the last attempt"
     assert caplog.text.count("scancel 101 failed") == 3
     assert f"Job 101 of {LEARNER} could not be cancelled now; the reaper will retry" in caplog.text
     assert scripted_slurm.job_state("101") == "RUNNING"
@@ -299,3 +296,24 @@ def test_stop_with_scancel_always_failing_returns_and_leaves_the_job_to_the_reap
     (submitted,) = scripted_slurm.calls("sbatch")
     assert f"#SBATCH --comment=academy:{LEARNER}:default" in script_lines(submitted)
     assert spawner.monitor.latest("101") is None
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("batch_submit_cmd", "sudo -E -u {username} /opt/slurm/bin/sbatch --parsable"),
+    ("batch_query_cmd", "/opt/wrap/squeue -h -j {job_id} -o '%T %B'"),
+    ("batch_cancel_cmd", "/opt/slurm/bin/scancel {job_id}"),
+])
+def test_a_site_setting_batchspawners_slurm_commands_is_told_to_set_slurm_bin_dir(setting, value):
+    config = Config({"SlurmSpawner": {setting: value}})  # as a jupyterhub_config.py would set it
+    with pytest.raises(TraitError) as refused:
+        AcademySlurmSpawner(config=config)
+    message = str(refused.value)
+    assert f"AcademySlurmSpawner.{setting} is set to {value!r}, but this spawner does not use batchspawner's" in message
+    assert "it runs sbatch, squeue and scancel itself, without a shell; set slurm.bin_dir (where they are)" in message
+
+
+def test_batchspawners_settings_left_at_their_defaults_are_accepted():
+    stock = AcademySlurmSpawner.class_traits()
+    config = Config({"SlurmSpawner": {name: stock[name].default() for name in
+                                      ("batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd", "req_qos")}})
+    assert AcademySlurmSpawner(config=config).batch_submit_cmd == "sbatch --parsable"

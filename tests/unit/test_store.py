@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from assessments.gradebook import export, roster, tables as gb
+from assessments.gradebook.db import open_gradebook
 from assessments.exchange.store import Store, StoreError, SubmissionRejected
 
 NOW = 1_800_000_000.0
@@ -21,15 +22,15 @@ DAY = 86400
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path / "courses", gb.engine_for(f"sqlite:///{tmp_path / 'gb.sqlite'}"), "/nonexistent/python",
+    s = Store(tmp_path / "courses", open_gradebook(f"sqlite:///{tmp_path / 'gb.sqlite'}"), "/nonexistent/python",
               late_penalty_per_day=0.1, late_grace_s=300)
     s.root.mkdir(mode=0o700)
     with s.engine.begin() as conn:
         conn.execute(gb.publications.insert().values(course="llm-101", assignment="attention", released_at=NOW,
                                                      due_at=NOW + 7 * DAY, points=10, notebooks='["attention.ipynb"]'))
-    s.enrol("llm-101", "learner1")
-    s.enrol("llm-101", "learner2")
-    s.enrol("llm-101", "trainer1", "trainer")
+    s.enrolment.add("llm-101", "learner1")
+    s.enrolment.add("llm-101", "learner2")
+    s.enrolment.add("llm-101", "trainer1", "trainer")
     return s
 
 
@@ -84,10 +85,10 @@ def test_the_latest_submission_counts(store):
 
 
 def test_unenrolled_learners_can_no_longer_submit(store):
-    assert store.unenrol("llm-101", "learner2")
+    assert store.enrolment.remove("llm-101", "learner2")
     with pytest.raises(SubmissionRejected, match="learner2 is not a learner of llm-101"):
         store.submit("llm-101", "attention", "learner2", {"attention.ipynb": b"{}"}, now=NOW)
-    assert store.members("llm-101") == ["learner1", "trainer1"]
+    assert store.enrolment.find_members("llm-101") == ["learner1", "trainer1"]
 
 
 def test_roster_import_reports_every_row_it_could_not_take(store):
@@ -106,7 +107,7 @@ def test_roster_import_reports_every_row_it_could_not_take(store):
         "line 6: admin appears twice; the first row counts",
         "line 7: role 'owner' is not one of: learner, trainer",
     ]
-    assert store.role_of("llm-101", "admin") == "trainer" and store.role_of("llm-101", "trainer1") == "trainer"
+    assert store.enrolment.find_role("llm-101", "admin") == "trainer" and store.enrolment.find_role("llm-101", "trainer1") == "trainer"
     with pytest.raises(StoreError, match="needs a header row with a 'username' column"):
         roster.import_roster(store, "llm-101", "learner1\nlearner2\n")
 
@@ -121,7 +122,7 @@ def test_gradebook_csv_never_hands_a_spreadsheet_a_formula(store):
     rows = list(csv.DictReader(io.StringIO(export.gradebook_csv(store, "llm-101"))))
     assert rows[0]["student"] == "learner1" and rows[0]["final_score"] == "3"
     assert rows[0]["notes"] == 'attention.ipynb: =HYPERLINK("http://evil.example","x")'  # text, not a formula
-    assert [export._cell(v) for v in ("=1+1", "+1", "-2", "@SUM(A1)", "3")] == ["'=1+1", "'+1", "'-2", "'@SUM(A1)", "3"]
+    assert [export.formula_safe(v) for v in ("=1+1", "+1", "-2", "@SUM(A1)", "3")] == ["'=1+1", "'+1", "'-2", "'@SUM(A1)", "3"]
     assert rows[0]["needs_manual_grading"] == "yes"
     stats = export.statistics_by_assignment(store, "llm-101")
     assert stats[0]["graded"] == 1 and stats[0]["mean"] == 3.0 and stats[0]["enrolled"] == 2
