@@ -47,15 +47,17 @@ import nbformat
 import yaml
 
 import common
-from common import NOTEBOOK_ENV, LogMark, log
+from common import NOTEBOOK_ENV, log
 
-from assessments.grading import batch as autograde  # noqa: E402 - common puts this checkout on sys.path
+from assessments.courseware.release import stage_source  # noqa: E402 - common puts this checkout on sys.path
+from assessments.grading import batch as autograde  # noqa: E402
 from assessments.grading.notebook_merge import grade_id, merge, nbgrader_meta  # noqa: E402
 from assessments.exchange.store import Store  # noqa: E402
 from courses.catalogue import load_catalogue  # noqa: E402
 from hub import config as academy_config  # noqa: E402
 from spawners.profiles import parse_profile  # noqa: E402
 from spawners.slurm_client import SlurmClient  # noqa: E402
+from tests.support import LogMark  # noqa: E402
 
 WORK_ROOT = "/var/tmp/academy-bench-grading"
 NB_BIN = NOTEBOOK_ENV / "bin"
@@ -185,7 +187,7 @@ class Setup:
         self.texts = {u: (release_text if is_blank(i) else solved) for i, u in enumerate(self.users)}
 
         for u in self.users:  # ours: enrolled learners with real accounts, one submission each
-            self.store.enrol(self.a.course_id, u, "learner")
+            self.store.enrolment.add(self.a.course_id, u, "learner")
             self.store.submit(self.a.course_id, self.a.id, u, {self.a.notebook: self.texts[u].encode()})
 
         # bare: exactly the notebooks the graders run (answers in the trainer's source, hidden tests in)
@@ -208,8 +210,7 @@ class Setup:
             f"c = get_config()\nc.CourseDirectory.course_id = {self.a.course_id!r}\n"
             f"c.CourseDirectory.root = {str(self.anchor_root)!r}\n"
             f"c.Execute.timeout = {int(self.cell_timeout)}\n")  # ours' cell_timeout (stock: 30)
-        shutil.copytree(self.a.folder, self.anchor_root / "source" / self.a.id,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        stage_source(self.a.folder, self.a.data_files, self.anchor_root / "source" / self.a.id)
         gen = subprocess.run([str(NB_BIN / "nbgrader"), "generate_assignment", self.a.id, "--force"],
                              cwd=self.anchor_root, env=nb_env(), capture_output=True, text=True)
         if gen.returncode != 0:

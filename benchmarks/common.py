@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from hub import config as academy_config  # noqa: E402
 from hub import hub_process  # noqa: E402
 from spawners.hub_api import HubAPI, HubAPIError  # noqa: E402
+from tests.support import HubUser, free_port  # noqa: E402 - the tests' own helpers, not copies
 
 RESULTS = BENCH_DIR / "results"
 ANCHOR_CONFIG = BENCH_DIR / "anchor_jupyterhub_config.py"
@@ -176,12 +176,6 @@ def cancel_user_jobs(users: list[str], wait_s: float = 90) -> None:
 
 
 # -- the two hubs ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _is_up(url: str) -> bool:
     try:
@@ -342,62 +336,34 @@ def make_root(prefix: str) -> Path:
 
 # -- a learner --------------------------------------------------------------------------------
 
-class Learner:
-    """A user logged in through the hub's login form (PAM), as tests/support.py HubUser does."""
+class Learner(HubUser):
+    """A benchmark user, logged in as the tests log theirs in, with what the benchmarks time."""
 
-    def __init__(self, hub_url: str, name: str, password: str):
-        self.url, self.name = hub_url, name
-        self.http = requests.Session()
-        self.http.get(f"{hub_url}/hub/login", timeout=60)
-        # No redirects: after login JupyterHub sends the browser to /hub/spawn, and a hub without a
-        # spawn form (stock batchspawner) starts the server right there, before the measured POST.
-        r = self.http.post(f"{hub_url}/hub/login", timeout=60, allow_redirects=False,
-                           data={"username": name, "password": password, "_xsrf": self.http.cookies.get("_xsrf")})
-        if r.status_code != 302 or "/hub/login" in r.headers.get("Location", "/hub/login"):
-            raise RuntimeError(f"{name} could not log in: {r.status_code} {r.headers.get('Location')}")
-        home = self.http.get(f"{hub_url}/hub/home", timeout=60)
-        self.xsrf = re.search(r'xsrf_token: "([^"]+)"', home.text).group(1)
-        r = self.api("POST", f"/users/{name}/tokens", json={"note": "benchmark"})
-        if r.status_code != 201:
-            raise RuntimeError(f"{name}: no API token: {r.status_code} {r.text[:200]}")
-        self.token = r.json()["token"]
+    def __init__(self, hub: "BenchHub", name: str, password: str):
+        super().__init__(hub, name, password, timeout=60)
+        self.token  # noqa: B018 - made now, outside any timed window
 
-    def api(self, method: str, path: str, timeout: float = 60, **kwargs) -> requests.Response:
-        return self.http.request(method, f"{self.url}/hub/api{path}", headers={"X-XSRFToken": self.xsrf},
-                                 timeout=timeout, **kwargs)
-
-    def server(self) -> dict | None:
-        r = self.api("GET", f"/users/{self.name}")
-        r.raise_for_status()
-        return (r.json().get("servers") or {}).get("")
-
-    def wait_ready(self, timeout: float) -> tuple[bool, str]:
+    def spawn_outcome(self, timeout: float) -> tuple[bool, str]:
         """Follow the hub's spawn progress stream until it says ready or failed: (ready, message).
 
         This is what a learner's browser does after pressing start: the spawn-pending page's
         EventSource reads GET /hub/api/users/<name>/server/progress (server-sent events).
         """
-        with self.api("GET", f"/users/{self.name}/server/progress", timeout=(60, timeout), stream=True) as r:
-            if r.status_code != 200:
-                return False, f"progress: {r.status_code} {r.text[:200]}"
-            for line in r.iter_lines(decode_unicode=True):
-                if not line or not line.startswith("data:"):
-                    continue  # keepalives and blank separators
-                event = json.loads(line[len("data:"):])
-                if event.get("ready"):
-                    return True, event.get("message", "")
-                if event.get("failed"):
-                    return False, event.get("message", "")
+        events = self.progress_messages(timeout)
+        last = events[-1] if events else {}
+        if last.get("ready") or last.get("failed"):
+            return bool(last.get("ready")), last.get("message", "")
         return False, "the progress stream ended without ready or failed"
 
     def start(self, body: dict | None = None) -> requests.Response:
         return self.api("POST", f"/users/{self.name}/server", json=body or {}, timeout=600)
 
     def status_through_proxy(self, timeout: float = 30) -> requests.Response:
-        return requests.get(f"{self.url}/user/{self.name}/api/status",
+        return requests.get(f"{self.hub.url}/user/{self.name}/api/status",
                             headers={"Authorization": f"token {self.token}"}, timeout=timeout)
 
     def stop(self, timeout: float = 90) -> bool:
+        """Ask the hub to stop the server; whether it is gone within TIMEOUT (errors are not fatal here)."""
         try:
             self.api("DELETE", f"/users/{self.name}/server", timeout=timeout)
         except requests.RequestException:
@@ -413,27 +379,11 @@ class Learner:
         return False
 
 
-def login_all(hub_url: str, creds: dict[str, str], names: list[str]) -> dict[str, Learner]:
-    return {name: Learner(hub_url, name, creds[name]) for name in names}
+def login_all(hub: BenchHub, creds: dict[str, str], names: list[str]) -> dict[str, Learner]:
+    return {name: Learner(hub, name, creds[name]) for name in names}
 
 
 # -- logs -------------------------------------------------------------------------------------
-
-class LogMark:
-    """The part of a log file written after mark()."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-
-    def new_text(self) -> str:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
 
 _HUB_TS = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 _SLURM_TS = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\]")

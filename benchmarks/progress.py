@@ -42,6 +42,7 @@ import requests
 import common  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from assessments.gradebook import tables as gb  # noqa: E402
+from assessments.gradebook.db import open_gradebook  # noqa: E402
 
 COURSE, TRACK = "bench-101", "bench-track"
 ASSIGNMENTS = [f"a{i:02d}" for i in range(30)]
@@ -85,7 +86,7 @@ def serve(root: Path, port: int, hub_port: int) -> None:
 
     from assessments.progress import certificates, db, service
     from assessments.progress.completion import Programme
-    from assessments.exchange.store import Store
+    from assessments.gradebook.enrolment import Enrolment
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     access = "access:services!service=academy-progress"
@@ -102,13 +103,13 @@ def serve(root: Path, port: int, hub_port: int) -> None:
 
     url = f"sqlite:///{root / 'progress.sqlite'}"
     db.upgrade(url)
-    store = Store(root / "courses", gb.engine_for(f"sqlite:///{root / 'gradebook.sqlite'}"), "/none")
+    enrolment = Enrolment(open_gradebook(f"sqlite:///{root / 'gradebook.sqlite'}"))
     programme = Programme(courses={COURSE: tuple(ASSIGNMENTS)}, tracks={TRACK: (COURSE,)},
                           course_titles={COURSE: "Benchmark course"}, track_titles={TRACK: "Benchmark track"})
     auth = HubOAuth(api_url=f"http://127.0.0.1:{hub_port}/hub/api/", api_token="bench", cache_max_age=60,
                     oauth_client_id="service-academy-progress", access_scopes={access})
     HTTPServer(web.Application([(r"/hub/api/user", WhoAmI)])).listen(hub_port, "127.0.0.1")
-    app = service.make_app(db.engine_for(url), store, auth, PREFIX, programme=programme,
+    app = service.make_app(db.engine_for(url), enrolment, auth, PREFIX, programme=programme,
                            signer=certificates.Signer.load_or_create(root / certificates.KEY_FILE))
     HTTPServer(app, max_body_size=service.MAX_BODY).listen(port, "127.0.0.1")
     gc.freeze()                             # as service.main does
@@ -162,8 +163,7 @@ class Service:
 
 
 def enrol(root: Path, learners: int) -> None:
-    engine = gb.engine_for(f"sqlite:///{root / 'gradebook.sqlite'}")
-    gb.metadata.create_all(engine)
+    engine = open_gradebook(f"sqlite:///{root / 'gradebook.sqlite'}")
     with engine.begin() as conn:
         conn.execute(gb.enrolments.insert(), [{"course": COURSE, "user": f"l{u:05d}", "role": "learner",
                                                "enrolled_at": T0} for u in range(learners)]

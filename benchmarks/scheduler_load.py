@@ -126,7 +126,7 @@ def measure_hub(kind: str, root, standin_env, standin_server, creds: dict, users
     out: dict = {"steps": {}, "calls_log": str(calls), "hub_log": str(hub.log_path)}
     try:
         hub.start()
-        learners = list(common.login_all(hub.url, creds, users).values())
+        learners = list(common.login_all(hub, creds, users).values())
         running = 0
         for n in steps:
             log(f"{kind}: starting sessions {running + 1}..{n}")

@@ -32,6 +32,8 @@ import traceback
 import common
 from common import AnchorHub, Learner, OursHub, log
 
+from tests.support import LogMark  # noqa: E402 - common puts this checkout on sys.path
+
 RECONNECT_S = 1.0  # a dropped stream is reopened after 1 s (a browser's EventSource waits about 3 s)
 
 
@@ -88,7 +90,7 @@ def one_learner(learner: Learner, body: dict, barrier: threading.Barrier, t0_box
         # progress stream; a dropped stream is reopened, as the browser's EventSource does.
         while time.monotonic() - t0 < deadline_s:
             try:
-                ready, message = learner.wait_ready(timeout=deadline_s - (time.monotonic() - t0))
+                ready, message = learner.spawn_outcome(timeout=deadline_s - (time.monotonic() - t0))
             except Exception as e:  # noqa: BLE001 - the hub may be slow; reconnect
                 out["stream_errors"] = out.get("stream_errors", 0) + 1
                 out["last_stream_error"] = str(e)[:200]
@@ -118,9 +120,9 @@ def one_learner(learner: Learner, body: dict, barrier: threading.Barrier, t0_box
 
 
 def burst(hub, creds: dict, users: list[str], body: dict, args) -> dict:
-    learners = common.login_all(hub.url, creds, users)
-    probe = ApiProbe(Learner(hub.url, users[0], creds[users[0]]), args.api_interval)
-    mark = common.LogMark(hub.log_path)
+    learners = common.login_all(hub, creds, users)
+    probe = ApiProbe(Learner(hub, users[0], creds[users[0]]), args.api_interval)
+    mark = LogMark(hub.log_path)
     barrier = threading.Barrier(len(users) + 1)
     t0_box: list[float] = []
     outs = {u: {} for u in users}

@@ -20,7 +20,9 @@ import time
 import traceback
 
 import common
-from common import AnchorHub, Learner, LogMark, OursHub, log
+from common import AnchorHub, Learner, OursHub, log
+
+from tests.support import LogMark  # noqa: E402 - common puts this checkout on sys.path
 
 USER = "bench01"
 OURS_PROFILE = "cpu-small"  # the project's CPU profile (2 cores, 4 GB); the anchor asks for stock defaults
@@ -99,7 +101,7 @@ def one_run(kind: str, root, creds: dict, args) -> dict:
         body = {"profile": OURS_PROFILE}
     try:
         hub.start()
-        learner = Learner(hub.url, USER, creds[USER])
+        learner = Learner(hub, USER, creds[USER])
         marks = (LogMark(hub.log_path), LogMark(common.daemon_log("slurmctld", common.SLURMCTLD_LOG)),
                  LogMark(common.daemon_log("slurmd", common.SLURMD_LOG)))
         load = common.loadavg()

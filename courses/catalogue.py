@@ -1,12 +1,15 @@
 """The course catalogue: one YAML file per course in this folder, validated against SCHEMA.
 
 A course file names its track, level, prerequisites, default resource profile, and its ordered
-assignments (points, relative deadline, profile, runtime budget). The notebooks live in
-``notebooks/<course>/<assignment>/``. Errors name the file and the key.
+assignments (points, relative deadline, profile, runtime budget, data files). The notebooks live in
+``notebooks/<course>/<assignment>/``; data files several assignments read (a corpus) live once in
+``data/``, and an assignment's ``data`` list puts them beside its notebook in the release.
+Errors name the file and the key.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import yaml
 
 COURSES_DIR = Path(__file__).resolve().parent
 NOTEBOOKS_DIR = COURSES_DIR / "notebooks"
+DATA_DIR = COURSES_DIR / "data"
 
 _id = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,39}$",
        "description": "lower-case letters, digits and '-', 2 to 40 characters"}
@@ -49,6 +53,9 @@ SCHEMA = {
                                  "description": "days after the course starts"},
                     "profile": {**_id, "description": "a resource profile key from the platform config"},
                     "runtime_budget_s": {"type": "integer", "minimum": 5, "maximum": 3600},
+                    "data": {"type": "array", "uniqueItems": True,
+                             "items": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                       "description": "a file name in courses/data/, like corpus.txt"}},
                 },
             },
         },
@@ -70,6 +77,7 @@ class Assignment:
     profile: str
     runtime_budget_s: int
     course_id: str
+    data: tuple[str, ...] = ()  # file names in DATA_DIR the release puts beside the notebook
 
     @property
     def folder(self) -> Path:
@@ -78,6 +86,10 @@ class Assignment:
     @property
     def path(self) -> Path:
         return self.folder / self.notebook
+
+    @property
+    def data_files(self) -> tuple[Path, ...]:
+        return tuple(DATA_DIR / name for name in self.data)
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,8 @@ def load_course(path: Path) -> Course:
         if a["id"] in seen:
             raise CatalogueError(f"{path.name}: key assignments[{i}].id: '{a['id']}' repeats an earlier assignment")
         seen.add(a["id"])
-    assignments = tuple(Assignment(course_id=data["id"], **a) for a in data["assignments"])
+    assignments = tuple(Assignment(course_id=data["id"], **{**a, "data": tuple(a.get("data", ()))})
+                        for a in data["assignments"])
     return Course(id=data["id"], title=data["title"], summary=data["summary"], track=data["track"],
                   level=data["level"], prerequisites=tuple(data["prerequisites"]), profile=data["profile"],
                   assignments=assignments, source=path)
@@ -143,4 +156,20 @@ def load_catalogue(directory: Path = COURSES_DIR, profiles: set[str] | None = No
         for i, a in enumerate(course.assignments):
             if not a.path.exists():
                 raise CatalogueError(f"{name}: key assignments[{i}].notebook: {a.path} does not exist")
+            for j, path in enumerate(a.data_files):
+                key = f"{name}: key assignments[{i}].data[{j}]"
+                if not path.is_file():
+                    there = sorted(p.name for p in DATA_DIR.iterdir() if p.is_file()) if DATA_DIR.is_dir() else []
+                    raise CatalogueError(f"{key}: no file {path.name} in {DATA_DIR} "
+                                         f"(there: {', '.join(there) or 'nothing'})")
+                if (a.folder / path.name).exists():
+                    raise CatalogueError(f"{key}: {a.folder} has its own {path.name}; keep the one in {DATA_DIR}")
     return courses
+
+
+def find_assignment(course_id: str, assignment_id: str, directory: Path = COURSES_DIR) -> Assignment | None:
+    """The catalogue's assignment COURSE_ID/ASSIGNMENT_ID; None if there is no such course or assignment."""
+    path = directory / f"{course_id}.yaml"
+    if not re.fullmatch(_id["pattern"], course_id) or not path.is_file():
+        return None
+    return next((a for a in load_course(path).assignments if a.id == assignment_id), None)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from .slurm_client import JobInfo, SlurmClient, SlurmError, is_invalid_job
 
-log = logging.getLogger(__name__)
+# Under the hub's own logger: JupyterHub writes only "JupyterHub" and its children to its log (an
+# info line of "spawners.*" would go nowhere). In a service, it propagates to the service's root handler.
+log = logging.getLogger("JupyterHub").getChild(__name__.rpartition(".")[2])
 
 TERMINAL_STATES = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",

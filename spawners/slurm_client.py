@@ -13,7 +13,9 @@ import signal
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-log = logging.getLogger(__name__)
+# Under the hub's own logger: JupyterHub writes only "JupyterHub" and its children to its log (an
+# info line of "spawners.*" would go nowhere). In a service, it propagates to the service's root handler.
+log = logging.getLogger("JupyterHub").getChild(__name__.rpartition(".")[2])
 
 # squeue answers "Invalid job id" for jobs that left its memory (MinJobAge); that is
 # "not found", whereas any other failure means "the controller did not tell us".

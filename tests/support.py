@@ -1,4 +1,5 @@
-"""Helpers the tests share: a hub user with browser cookies, squeue, kernel execution."""
+"""Helpers the tests share (and the benchmarks): a hub user with browser cookies, squeue, kernel execution,
+the new part of a log, a free port."""
 
 from __future__ import annotations
 
@@ -40,6 +41,22 @@ def free_port() -> int:
     raise RuntimeError("no free port left in 20000-32000")
 
 
+class LogMark:
+    """The part of a log file written after this mark was made (what changed, not what was true)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new_text(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
 @dataclass
 class Hub:
     url: str
@@ -49,6 +66,10 @@ class Hub:
     @property
     def log(self) -> str:
         return hub_process.log_file(self.cfg).read_text(errors="replace")
+
+    def log_mark(self) -> LogMark:
+        """From here on: what the hub logs after this moment."""
+        return LogMark(hub_process.log_file(self.cfg))
 
 
 def wait_for(check, timeout: float, interval: float = 0.5, what: str = ""):
@@ -66,21 +87,30 @@ def wait_for(check, timeout: float, interval: float = 0.5, what: str = ""):
 
 
 class HubUser:
-    """A person logged in through the hub's login form, with their browser cookies."""
+    """A person logged in through the hub's login form, with their browser cookies.
 
-    def __init__(self, hub: Hub, name: str, password: str):
-        self.hub, self.name = hub, name
+    HUB needs only ``url`` (and ``log`` for a failed start's message): the benchmarks log their
+    users in with this class too. TIMEOUT bounds every request (None: wait as long as it takes).
+    """
+
+    def __init__(self, hub: Hub, name: str, password: str, timeout: float | None = None):
+        self.hub, self.name, self.timeout = hub, name, timeout
         self.http = requests.Session()
-        self.http.get(f"{hub.url}/hub/login")
-        r = self.http.post(f"{hub.url}/hub/login",
+        self.http.get(f"{hub.url}/hub/login", timeout=timeout)
+        # No redirects: after login JupyterHub sends the browser to /hub/spawn, and a hub without a
+        # spawn form (stock batchspawner) starts the server right there, before the test asks it to.
+        r = self.http.post(f"{hub.url}/hub/login", timeout=timeout, allow_redirects=False,
                            data={"username": name, "password": password, "_xsrf": self.http.cookies.get("_xsrf")})
-        assert r.status_code == 200 and "/hub/login" not in r.url, f"{name} could not log in: {r.status_code} {r.url}"
-        # The hub's pages carry the XSRF token the API wants; login may have redirected elsewhere.
-        home = self.http.get(f"{hub.url}/hub/home")
+        location = r.headers.get("Location", "/hub/login")
+        assert r.status_code == 302 and "/hub/login" not in location, \
+            f"{name} could not log in: {r.status_code} {location}"
+        # The hub's pages carry the XSRF token the API wants.
+        home = self.http.get(f"{hub.url}/hub/home", timeout=timeout)
         self.xsrf = re.search(r'xsrf_token: "([^"]+)"', home.text).group(1)
         self._token = None
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers={"X-XSRFToken": self.xsrf}, **kwargs)
 
     def spawn_form(self) -> str:
@@ -99,7 +129,9 @@ class HubUser:
         return self._token
 
     def server(self) -> dict | None:
-        return self.api("GET", f"/users/{self.name}").json().get("servers", {}).get("")
+        r = self.api("GET", f"/users/{self.name}")
+        r.raise_for_status()  # an error is not "no server"
+        return (r.json().get("servers") or {}).get("")
 
     def wait_ready(self, timeout: float = 120) -> dict:
         def ready():
@@ -112,8 +144,9 @@ class HubUser:
     def progress_messages(self, timeout: float = 120) -> list[dict]:
         """The spawn's progress events, as the pending page shows them, until it ends."""
         events = []
-        with self.http.get(f"{self.hub.url}/hub/api/users/{self.name}/server/progress",
-                           headers={"X-XSRFToken": self.xsrf}, stream=True, timeout=timeout) as r:
+        with self.api("GET", f"/users/{self.name}/server/progress", stream=True, timeout=timeout) as r:
+            if r.status_code != 200:
+                return [{"failed": True, "message": f"progress: {r.status_code} {r.text[:200]}"}]
             for line in r.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
                     event = json.loads(line[5:])

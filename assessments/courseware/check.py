@@ -9,6 +9,8 @@ Runs in the *notebook* environment (it needs nbgrader), in a scratch nbgrader co
    blank release (no crash, zero on every autograded cell).
 Prints one JSON object: {"problems": [...], "solution_s": float, "scores": {...}}.
 Every problem names the notebook and, where it applies, the cell.
+The notebook meets the data files the catalogue declares for COURSE_ID/ASSIGNMENT_ID beside it, as
+in a release (a notebook outside the catalogue gets none).
 
     python -m assessments.courseware.check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S
 """
@@ -25,6 +27,8 @@ import time
 from pathlib import Path
 
 import nbformat
+
+from .release import stage_source
 
 SECRET_PATTERNS = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
@@ -114,7 +118,16 @@ def autograde_scores(root: Path, assignment: str, notebook: str) -> dict[str, di
     return scores
 
 
-def check(folder: Path, notebook: str, course: str, assignment: str, points: float, budget_s: float) -> dict:
+def declared_data(course: str, assignment: str) -> tuple[Path, ...]:
+    """The data files the catalogue puts beside this assignment's notebook (none outside the catalogue)."""
+    from courses.catalogue import find_assignment
+
+    a = find_assignment(course, assignment)
+    return a.data_files if a else ()
+
+
+def check(folder: Path, notebook: str, course: str, assignment: str, points: float, budget_s: float,
+          data: tuple[Path, ...] = ()) -> dict:
     where = f"{course}/{assignment}/{notebook}"
     stem = Path(notebook).stem
     problems: list[str] = []
@@ -132,7 +145,11 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
             # the runtime budget is enforced by timing; the per-cell timeout only stops a hang
             f"c.ExecutePreprocessor.timeout = {int(budget_s)}\n"
         )
-        shutil.copytree(folder, root / "source" / assignment)
+        missing = [str(p) for p in data if not p.is_file()]
+        if missing:
+            problems.append(f"{where}: the catalogue's data file(s) {', '.join(missing)} do not exist")
+            return result
+        stage_source(folder, data, root / "source" / assignment)
         gen = nbgrader(root, "generate_assignment", assignment)
         if gen.returncode != 0:
             problems.append(f"{where}: nbgrader generate_assignment failed: {gen.stderr.strip()[-800:]}")
@@ -169,7 +186,8 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
 
 def main(argv: list[str] | None = None) -> int:
     folder, notebook, course, assignment, points, budget = (argv or sys.argv[1:])
-    print(json.dumps(check(Path(folder), notebook, course, assignment, float(points), float(budget))))
+    print(json.dumps(check(Path(folder), notebook, course, assignment, float(points), float(budget),
+                           declared_data(course, assignment))))
     return 0
 
 

@@ -2,7 +2,10 @@
 
 ``build_release`` (hub side) runs this module in the notebook environment, where nbgrader lives:
 
-    python -m assessments.courseware.release SOURCE_DIR RELEASE_DIR COURSE ASSIGNMENT
+    python -m assessments.courseware.release SOURCE_DIR RELEASE_DIR COURSE ASSIGNMENT [DATA_FILE ...]
+
+The data files (the catalogue's ``data`` list, kept once in courses/data/) go beside the notebook,
+so the learner finds them there after fetching, and the grader too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout (or site-packages)
@@ -24,7 +28,8 @@ class ReleaseError(ValueError):
 def build_release(notebook_python: str, a, dest: Path) -> None:
     """The learners' version of assignment `a` (courses.catalogue.Assignment) into dest, which must not exist."""
     build = subprocess.run(
-        [notebook_python, "-m", "assessments.courseware.release", str(a.folder), str(dest), a.course_id, a.id],
+        [notebook_python, "-m", "assessments.courseware.release", str(a.folder), str(dest), a.course_id, a.id,
+         *map(str, a.data_files)],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1",
              "PATH": f"{Path(notebook_python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
@@ -33,12 +38,21 @@ def build_release(notebook_python: str, a, dest: Path) -> None:
                            f"{(build.stderr or build.stdout).strip()[-1200:]}")
 
 
-def build(source: Path, release: Path, course: str, assignment: str) -> None:
+def stage_source(source: Path, data: Iterable[Path], dest: Path) -> None:
+    """The assignment as nbgrader's source/<assignment>: its folder, with its data files beside the notebook."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for path in data:
+        if (dest / path.name).exists():
+            sys.exit(f"{source} has its own {path.name}; the course data file {path} would replace it")
+        shutil.copy(path, dest / path.name)
+
+
+def build(source: Path, release: Path, course: str, assignment: str, data: Iterable[Path] = ()) -> None:
     with tempfile.TemporaryDirectory(prefix="academy-release-") as tmp:
         root = Path(tmp)
         (root / "nbgrader_config.py").write_text(
             f"c = get_config()\nc.CourseDirectory.course_id = {course!r}\nc.CourseDirectory.root = {str(root)!r}\n")
-        shutil.copytree(source, root / "source" / assignment)
+        stage_source(source, data, root / "source" / assignment)
         exe = Path(sys.executable).with_name("nbgrader")
         gen = subprocess.run([str(exe), "generate_assignment", assignment, "--force"], cwd=root,
                              capture_output=True, text=True)
@@ -48,5 +62,5 @@ def build(source: Path, release: Path, course: str, assignment: str) -> None:
 
 
 if __name__ == "__main__":
-    src, dst, course, assignment = sys.argv[1:5]
-    build(Path(src), Path(dst), course, assignment)
+    src, dst, course, assignment, *data_files = sys.argv[1:]
+    build(Path(src), Path(dst), course, assignment, [Path(f) for f in data_files])

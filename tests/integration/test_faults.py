@@ -17,7 +17,7 @@ import requests
 
 from hub import slurm_cluster
 
-from ..support import HubUser, hub_answers, live_jobs, run_in_kernel, session_token, squeue, wait_for
+from ..support import HubUser, LogMark, hub_answers, live_jobs, run_in_kernel, session_token, squeue, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,21 +142,43 @@ def test_job_that_dies_before_reporting_its_port_fails_fast_with_its_log(make_hu
     assert learner.server() is None and live_jobs("learner2") == []
 
 
+# What the job monitor (spawners/job_monitor.py) logs when a query fails and when one works again.
+SLURM_SILENT = "Slurm did not answer"
+SLURM_BACK = "Slurm answers again"
+
+
+def failed_rounds(mark: LogMark) -> int:
+    return mark.new_text().count(SLURM_SILENT)
+
+
 @pytest.mark.parametrize("mode", ["fail", "empty", "hang"])
-def test_squeue_failing_never_ends_a_live_session(make_hub, demo_credentials, faults, mode):
+def test_squeue_failing_never_ends_a_live_session_and_what_changed_meanwhile_is_seen_after(
+        make_hub, demo_credentials, faults, mode):
     hub = fast_hub(make_hub, faults)
     learner, job = start_session(hub, demo_credentials)
+    other, other_job = start_session(hub, demo_credentials, name="learner2")
+    fault = hub.log_mark()
     faults.set("squeue", mode)
-    time.sleep(12)  # many hub polls and monitor rounds (with backoff) while squeue misbehaves
-    assert learner.server() is not None and learner.server()["ready"]
-    assert reachable(hub, learner)
-    assert squeue("--jobs", job["id"])[0]["state"] == "RUNNING"  # the real Slurm still runs it
-    assert "Slurm did not answer" in hub.log and "keeping all sessions" in hub.log
-    faults.set("squeue", "ok")
-    time.sleep(3)
+    # Rounds of the monitor (and the hub's polls, 1 s apart) fail while squeue misbehaves.
+    wait_for(lambda: failed_rounds(fault) >= 3, 60, what=f"three failed squeue rounds ({mode})")
     assert learner.server()["ready"] and reachable(hub, learner)
+    assert squeue("--jobs", job["id"])[0]["state"] == "RUNNING"  # the real Slurm still runs it
+    # One session ends behind the hub's back: without an answer from Slurm, the hub cannot know.
+    subprocess.run(["scancel", other_job["id"]], check=True)  # the real scancel, not the hub's wrappers
+    assert wait_for(lambda: squeue("--jobs", other_job["id"])[0]["state"] not in ("RUNNING", "COMPLETING"), 20)
+    seen = failed_rounds(fault)
+    wait_for(lambda: failed_rounds(fault) > seen, 30, what="a failed squeue round after the scancel")
+    assert other.server() is not None  # no answer is not an answer
+    recovery = hub.log_mark()
+    faults.set("squeue", "ok")
+    wait_for(lambda: SLURM_BACK in recovery.new_text(), 30, what=f"the monitor's '{SLURM_BACK}' in the hub log")
+    # The first answers after the fault: the ended job is seen as ended, the live one as live.
+    wait_for(lambda: other.server() is None, 20, what="learner2's session, cancelled during the fault, to end")
+    assert f"Job {other_job['id']} of learner2 ended:" in recovery.new_text()
+    assert learner.server()["ready"] and reachable(hub, learner)
+    assert f"Job {job['id']} of learner1 ended" not in recovery.new_text()
     learner.stop_server()
-    assert wait_for(lambda: live_jobs("learner1") == [], 30)
+    wait_for(lambda: live_jobs("learner1") == [], 30, what="learner1's job to be cancelled")
 
 
 def test_scancel_failures_are_retried_until_the_job_is_gone(make_hub, demo_credentials, faults):
@@ -250,17 +272,19 @@ def test_sessions_survive_a_hub_restart_and_ended_ones_are_seen(make_hub, demo_c
     learner.stop_server()
 
 
-def test_controller_down_keeps_sessions_and_fails_new_starts_clearly(make_hub, demo_credentials, base_config):
+def test_controller_down_keeps_sessions_and_fails_new_starts_clearly_until_it_is_back(
+        make_hub, demo_credentials, base_config):
     hub = fast_hub(make_hub)
     learner, job = start_session(hub, demo_credentials)
     ctld_pid = int((slurm_cluster.RUN_DIR / "slurmctld.pid").read_text())
+    outage = hub.log_mark()
     os.kill(ctld_pid, 15)
     try:
         assert wait_for(lambda: not slurm_cluster.controller_ok(), 20)
         t0 = time.monotonic()
         assert requests.get(f"{hub.url}/hub/api/", timeout=5).status_code == 200
         assert time.monotonic() - t0 < 1.0  # the hub stays responsive
-        time.sleep(5)
+        wait_for(lambda: failed_rounds(outage) >= 2, 60, what="two squeue rounds failing on the stopped controller")
         assert learner.server()["ready"] and reachable(hub, learner)
         other = HubUser(hub, "learner2", demo_credentials["learner2"])
         t0 = time.monotonic()
@@ -269,12 +293,19 @@ def test_controller_down_keeps_sessions_and_fails_new_starts_clearly(make_hub, d
         assert time.monotonic() - t0 < 30
         assert "The scheduler (Slurm's controller) is not answering" in message
         assert "Sessions already running are not affected" in message
+        assert other.server() is None
     finally:
+        restart = hub.log_mark()
         slurm_cluster.start_controller(base_config)
     assert wait_for(slurm_cluster.controller_ok, 20)
-    time.sleep(3)
+    wait_for(lambda: SLURM_BACK in restart.new_text(), 30, what=f"the monitor's '{SLURM_BACK}' in the hub log")
+    # Back: the session that lived through it is still there, and a start refused during it works now.
     assert learner.server()["ready"] and reachable(hub, learner)
+    assert f"Job {job['id']} of learner1 ended" not in restart.new_text()
+    _, other_job = start_session(hub, demo_credentials, name="learner2")
+    assert squeue("--jobs", other_job["id"])[0]["state"] == "RUNNING"
     learner.stop_server()
+    other.stop_server()
 
 
 def test_walltime_end_is_seen_within_one_poll(make_hub, demo_credentials):

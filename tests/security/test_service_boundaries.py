@@ -259,8 +259,11 @@ def test_each_running_service_holds_only_its_own_part_of_the_config(cohort):
     exchange, progress = handed[EXCHANGE], handed[PROGRESS]
     assert "db_url" not in exchange["hub"] and "db_url" not in progress["hub"]      # the hub's database
     assert "database" not in exchange["progress"]                                   # the progress service's
-    # The progress service reads the gradebook's enrolment (who teaches what): that database it has.
-    assert set(progress) == {"hub", "progress", "assessments", "notebook_env"}
+    # The progress service reads the gradebook's enrolment (who teaches what): where that database is,
+    # and nothing else of the assessments (no submission limits, no grading settings, no notebook env).
+    assert set(progress) == {"hub", "progress", "assessments"}
+    assert set(progress["assessments"]) == {"root", "database"}
+    assert set(progress["hub"]) == {"state_dir", "public_url"} and progress["hub"]["public_url"].startswith("http")
     assert "demo" not in exchange and "demo" not in progress                         # nor the demo passwords' file
     assert exchange == json.loads(json.dumps(service_config(cohort.cfg, EXCHANGE)))
 
