@@ -204,6 +204,19 @@ async def _probe(client: "CappedClient", rng: random.Random, timeout: float) -> 
     return None
 
 
+TRUNCATED_NOTE = f"\n[output truncated by the grader: a message over {MAX_MESSAGE_BYTES >> 20} MiB was dropped]\n"
+
+
+def _cell_run(reply: dict, cell_timeout: int) -> CellRun:
+    """What a cell's execute_reply says of it: ok, an error (its name and value), or our own timeout."""
+    status = reply.get("status", "error")
+    if reply.get("ename") == "Timeout" and status == "error" and "ran over" in str(reply.get("evalue", "")):
+        return CellRun("timeout", f"Timeout: cell ran over {cell_timeout} s")
+    if status == "ok":
+        return CellRun("ok")
+    return CellRun("error", f"{reply.get('ename', 'Error')}: {str(reply.get('evalue', ''))[:300]}")
+
+
 async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: int, env: dict[str, str], workdir: Path,
                        cell_timeout: int, total_timeout: float, startup_timeout: int = 60,
                        probe_before: set[int] = frozenset(), processes: Callable[[], int] = lambda: 1) -> Execution:
@@ -259,20 +272,12 @@ async def run_notebook(nb: nbformat.NotebookNode, *, wrapper: list[str], uid: in
                 for rest in code_cells[n + 1:]:
                     run.cells[rest] = CellRun("not run")
                 break
-            reply = client.replies.get(index, {})
-            status = reply.get("status", "error")
-            if reply.get("ename") == "Timeout" and status == "error" and "ran over" in str(reply.get("evalue", "")):
+            run.cells[index] = _cell_run(client.replies.get(index, {}), cell_timeout)
+            if run.cells[index].status == "timeout":
                 run.timed_out_at.append(index)
-                run.cells[index] = CellRun("timeout", f"Timeout: cell ran over {cell_timeout} s")
-            elif status == "ok":
-                run.cells[index] = CellRun("ok")
-            else:
-                run.cells[index] = CellRun("error", f"{reply.get('ename', 'Error')}: {str(reply.get('evalue', ''))[:300]}")
             if await drops.dropped() and index not in client.truncated:
                 client.truncated.add(index)
-                cell.outputs.append(nbformat.v4.new_output(
-                    "stream", name="stderr", text=f"\n[output truncated by the grader: a message over "
-                                                  f"{MAX_MESSAGE_BYTES >> 20} MiB was dropped]\n"))
+                cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text=TRUNCATED_NOTE))
             run.cells[index].output_truncated = index in client.truncated
         drops.close()
         run.left_running = max(0, processes() - 1)

@@ -64,10 +64,27 @@ def merge(source: nbformat.NotebookNode, release: nbformat.NotebookNode,
     """The notebook to grade: the source's cells in the source's order, the learner's answers in them."""
     notes: list[str] = []
     released = {grade_id(c): c for c in release.cells if grade_id(c)}
-    source_ids = [grade_id(c) for c in source.cells if grade_id(c)]
+    theirs, extras = _learner_cells(submitted, [grade_id(c) for c in source.cells if grade_id(c)], notes)
+    cells = list(extras.get(None, []))
+    for cell in source.cells:
+        gid = grade_id(cell)
+        if gid is None:
+            continue  # ungraded, unlocked cells of the source reach the learner as release cells (kept above)
+        cells.append(_graded_cell(cell, theirs.get(gid), released.get(gid), notes))
+        cells.extend(extras.get(gid, []))
 
-    # The learner's cells by grade id (first copy wins) and the learner's own cells, each kept
-    # after the graded cell it followed in the submission.
+    kernel = submitted.metadata.get("kernelspec", {}).get("name")
+    if kernel != source.metadata.get("kernelspec", {}).get("name"):
+        notes.append(f"the notebook asked for kernel {kernel!r}: it ran on the assignment's "
+                     f"{source.metadata.get('kernelspec', {}).get('name')!r}")
+    nb = nbformat.v4.new_notebook(metadata=copy.deepcopy(source.metadata))
+    nb.cells = cells
+    return MergeResult(nb, graded_cells(source), notes)
+
+
+def _learner_cells(submitted: nbformat.NotebookNode, source_ids: list[str], notes: list[str]):
+    """The learner's cells by grade id (first copy wins), and the learner's own cells, each kept after
+    the graded cell it followed in the submission ({grade id or None (at the top): [cells]})."""
     theirs: dict[str, nbformat.NotebookNode] = {}
     extras: dict[str | None, list] = {}
     previous: str | None = None
@@ -87,44 +104,33 @@ def merge(source: nbformat.NotebookNode, release: nbformat.NotebookNode,
         if own.cell_type == "code":
             own.outputs, own.execution_count = [], None
         extras.setdefault(previous, []).append(own)
+    return theirs, extras
 
-    cells = list(extras.get(None, []))
-    for cell in source.cells:
-        gid = grade_id(cell)
-        if gid is None:
-            continue  # ungraded, unlocked cells of the source reach the learner as release cells (kept above)
-        meta = nbgrader_meta(cell)
-        mine = theirs.get(gid)
-        ours = copy.deepcopy(cell)
-        if ours.cell_type == "code":
-            ours.outputs, ours.execution_count = [], None
-        if mine is None:
-            notes.append(f"cell {gid!r} was deleted: the original was restored"
-                         + (", and its answer scores nothing" if meta.get("solution") else ""))
-            if meta.get("solution"):
-                ours.source = NO_ANSWER_CODE if ours.cell_type == "code" else NO_ANSWER_TEXT
-        elif mine.cell_type != cell.cell_type:
-            notes.append(f"cell {gid!r} was changed from {cell.cell_type} to {mine.cell_type}: the original type was "
-                         "restored" + (", and its answer scores nothing" if meta.get("solution") else ""))
-            if meta.get("solution"):
-                ours.source = NO_ANSWER_CODE if ours.cell_type == "code" else NO_ANSWER_TEXT
-        elif meta.get("solution"):
-            ours.source = mine.source  # the learner's answer, under the source's metadata
-        elif gid in released and _normal(mine.source) not in (_normal(released[gid].source), _normal(cell.source)):
-            notes.append(f"{'test' if meta.get('grade') else 'locked'} cell {gid!r} was edited: the original ran")
-        if mine is not None:
-            their_points = nbgrader_meta(mine).get("points")
-            if meta.get("grade") and their_points is not None and their_points != meta.get("points"):
-                notes.append(f"cell {gid!r} claims {their_points} points: it is worth {meta.get('points')}")
-            if nbgrader_meta(mine).get("grade") and not meta.get("grade"):
-                notes.append(f"cell {gid!r} was marked as graded: it is not, and scores nothing")
-        cells.append(ours)
-        cells.extend(extras.get(gid, []))
 
-    kernel = submitted.metadata.get("kernelspec", {}).get("name")
-    if kernel != source.metadata.get("kernelspec", {}).get("name"):
-        notes.append(f"the notebook asked for kernel {kernel!r}: it ran on the assignment's "
-                     f"{source.metadata.get('kernelspec', {}).get('name')!r}")
-    nb = nbformat.v4.new_notebook(metadata=copy.deepcopy(source.metadata))
-    nb.cells = cells
-    return MergeResult(nb, graded_cells(source), notes)
+def _graded_cell(cell, mine, released, notes: list[str]):
+    """The source's cell as it is graded: with the learner's answer where one belongs, else the original."""
+    gid, meta = grade_id(cell), nbgrader_meta(cell)
+    ours = copy.deepcopy(cell)
+    if ours.cell_type == "code":
+        ours.outputs, ours.execution_count = [], None
+    if mine is None:
+        notes.append(f"cell {gid!r} was deleted: the original was restored"
+                     + (", and its answer scores nothing" if meta.get("solution") else ""))
+        if meta.get("solution"):
+            ours.source = NO_ANSWER_CODE if ours.cell_type == "code" else NO_ANSWER_TEXT
+        return ours
+    if mine.cell_type != cell.cell_type:
+        notes.append(f"cell {gid!r} was changed from {cell.cell_type} to {mine.cell_type}: the original type was "
+                     "restored" + (", and its answer scores nothing" if meta.get("solution") else ""))
+        if meta.get("solution"):
+            ours.source = NO_ANSWER_CODE if ours.cell_type == "code" else NO_ANSWER_TEXT
+    elif meta.get("solution"):
+        ours.source = mine.source  # the learner's answer, under the source's metadata
+    elif released is not None and _normal(mine.source) not in (_normal(released.source), _normal(cell.source)):
+        notes.append(f"{'test' if meta.get('grade') else 'locked'} cell {gid!r} was edited: the original ran")
+    their_points = nbgrader_meta(mine).get("points")
+    if meta.get("grade") and their_points is not None and their_points != meta.get("points"):
+        notes.append(f"cell {gid!r} claims {their_points} points: it is worth {meta.get('points')}")
+    if nbgrader_meta(mine).get("grade") and not meta.get("grade"):
+        notes.append(f"cell {gid!r} was marked as graded: it is not, and scores nothing")
+    return ours
