@@ -48,7 +48,10 @@ def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     if cfg["demo"]["enabled"]:
         creds = installer.ensure_demo_users(cfg["demo"]["users"], cfg["demo"]["credentials_file"])
     if cfg["slurm"]["manage"]:
+        installer.ensure_group(cfg["slurm"]["operators_group"])
         installer.say(slurm_cluster.ensure_running(cfg))
+        if cfg["demo"]["enabled"]:  # their own-work associations: a demo learner's sbatch works from the start
+            slurm_cluster.apply_policy(cfg, cfg["demo"]["users"])
     return creds
 
 

@@ -94,8 +94,24 @@ PARTITION = {
                           "default": 1, "description": "higher tiers preempt (cancel) lower ones, 1 to 65533"},
         "hidden": {"type": "boolean", "default": False,
                    "description": "true for Slurm's Hidden=YES (sinfo and squeue list it only with --all)"},
+        "operators_only": {"type": "boolean", "default": False,
+                           "description": "true to admit only root and members of slurm.operators_group "
+                                          "(Slurm's AllowGroups)"},
     },
 }
+
+ACCOUNTS = _section("the Slurm accounts and QOS the platform charges and limits jobs with", {
+    "parent": _(_name, "the platform's account, parent of the others"),
+    "own_work": _(_name, "the account of sessions for no course, every user's default account"),
+    "course_prefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{0,24}$",
+                      "description": "a course's account is this prefix and the course id; "
+                                     "letters, digits, '_', '.' and '-', up to 24"},
+    "qos_prefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{0,24}$",
+                   "description": "a profile's QOS is this prefix and the profile key; "
+                                  "letters, digits, '_', '.' and '-', up to 24"},
+    "max_submit_per_user": _within("integer", 1, 100000, "jobs one user may have queued or running in one "
+                                   "profile's QOS"),
+})
 
 SLURM = _section("the Slurm cluster sessions and grading run on", {
     "manage": {"type": "boolean", "description": "true to run the embedded one-node cluster"},
@@ -109,6 +125,10 @@ SLURM = _section("the Slurm cluster sessions and grading run on", {
     "log_dir": _(_abs_path, "the embedded cluster's logs"),
     "ctld_port": _(_port, "slurmctld's port"),
     "slurmd_port": _(_port, "slurmd's port"),
+    "dbd_port": _(_port, "slurmdbd's port (the embedded cluster's accounting)"),
+    "db_port": _(_port, "the embedded cluster's accounting database (MariaDB), on loopback"),
+    "operators_group": _(_name, "the Unix group whose members may use operators-only partitions"),
+    "accounts": ACCOUNTS,
     "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096,
                   "description": "the embedded node's CPU cores, 1 to 4096"},
     "node_memory_mb": {"type": "integer", "minimum": 256,

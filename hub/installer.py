@@ -15,7 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
 # bubblewrap: the grading sandbox (assessments/grading/sandbox.py).
-APT_PACKAGES = ["slurm-wlm", "munge", "sudo", "python3-venv", "shellcheck", "bubblewrap"]
+# slurmdbd and mariadb-server: the embedded cluster's accounting (hub/slurm_accounting.py).
+APT_PACKAGES = ["slurm-wlm", "slurmdbd", "mariadb-server", "munge", "sudo", "python3-venv", "shellcheck",
+                "bubblewrap"]
 # chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
 # tested beside SQLite (tests/progress start a throwaway cluster of their own).
 TEST_APT_PACKAGES = ["chromium", "postgresql"]
@@ -130,6 +132,12 @@ def load_credentials(path: str) -> dict[str, str]:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def ensure_group(name: str) -> None:
+    """A Unix group (e.g. the operators' one that Slurm's AllowGroups names)."""
+    if subprocess.run(["getent", "group", name], capture_output=True).returncode != 0:
+        _run(["groupadd", "--system", name], f"groupadd {name}")
 
 
 def _user_exists(name: str) -> bool:

@@ -18,10 +18,16 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from spawners.profiles import parse_profiles
+from spawners.slurm_policy import Policy
+
 TEMPLATES = Path(__file__).parent / "templates" / "slurm"
 RUN_DIR = Path("/run/academy-slurm")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 FAKE_GPU_PREFIX = "/dev/academy-gpu"
+FAKE_GPU_MAJOR = 195            # NVIDIA's (Documentation/admin-guide/devices.txt)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_CONTROLLERS = ("memory", "cpuset", "devices", "freezer")   # task/cgroup and proctrack/cgroup
 DAEMON_LOGS = ("slurmctld.log", "slurmd.log")   # in slurm.log_dir (slurm.conf.j2)
 LOG_MODE = 0o640
 
@@ -39,14 +45,36 @@ def _render(name: str, **values) -> str:
     return env.get_template(name).render(**values)
 
 
-def render_slurm_conf(cfg: dict) -> str:
+def cgroup_controllers(root: Path = CGROUP_ROOT) -> dict[str, bool]:
+    """{controller: usable} for the cgroup v1 controllers Slurm's cgroup plugins need: mounted,
+    and a child group can be made (a container may mount them read-only)."""
+    usable = {}
+    for name in CGROUP_CONTROLLERS:
+        probe = root / name / f"academy-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+            probe.rmdir()
+            usable[name] = True
+        except OSError:
+            usable[name] = False
+    return usable
+
+
+def cgroups_enforced(cfg: dict) -> bool:
+    return all(cgroup_controllers().values())
+
+
+def render_slurm_conf(cfg: dict, cgroups: bool | None = None) -> str:
     s = cfg["slurm"]
+    profiles = parse_profiles(cfg["profiles"])
     return _render(
         "slurm.conf.j2",
         cluster_name=s["cluster_name"], node_name=node_name(), node_addr="127.0.0.1",
-        ctld_port=s["ctld_port"], slurmd_port=s["slurmd_port"], state_dir=s["state_dir"],
+        ctld_port=s["ctld_port"], slurmd_port=s["slurmd_port"], dbd_port=s["dbd_port"], state_dir=s["state_dir"],
         run_dir=str(RUN_DIR), log_dir=cfg["slurm"]["log_dir"], cpus=s["node_cpus"],
         memory_mb=s["node_memory_mb"], gpu_type=s["gpu_type"], gpus=s["gpus"], partitions=s["partitions"],
+        cgroups=cgroups_enforced(cfg) if cgroups is None else cgroups, operators_group=s["operators_group"],
+        partition_qos=Policy.from_config(cfg).partition_qos(profiles),
     )
 
 
@@ -54,7 +82,8 @@ def render_gres_conf(cfg: dict) -> str:
     s = cfg["slurm"]
     if not s["gpus"]:
         return "# no GPUs declared\n"
-    # File= must name character devices; /dev/null's major/minor stand in for a GPU.
+    # File= must name character devices, one per GPU and none shared with anything else: the
+    # devices cgroup then lets a job open only its own (see ensure_fake_gpus).
     files = f"{FAKE_GPU_PREFIX}[0-{s['gpus'] - 1}]" if s["gpus"] > 1 else f"{FAKE_GPU_PREFIX}0"
     return (
         "# Written by `academy up`: fake GPUs for the embedded cluster (character devices, no hardware).\n"
@@ -63,13 +92,17 @@ def render_gres_conf(cfg: dict) -> str:
 
 
 def ensure_fake_gpus(count: int) -> None:
+    """Stand-in GPUs: character devices with NVIDIA's major number and the GPU's index as minor,
+    as /dev/nvidiaN are. No driver answers them: opening one the job was given fails with ENXIO
+    (no such device), one it was not given with EPERM (the devices cgroup)."""
     for i in range(count):
         path = f"{FAKE_GPU_PREFIX}{i}"
-        if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):
+        want = os.makedev(FAKE_GPU_MAJOR, i)
+        if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode) and os.stat(path).st_rdev == want:
             continue
         if os.path.lexists(path):
             os.remove(path)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(path, 0o666 | stat.S_IFCHR, want)
 
 
 def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -93,6 +126,7 @@ def ensure_config(cfg: dict) -> bool:
     restrict_daemon_logs(Path(cfg["slurm"]["log_dir"]))
     changed = _write_if_changed(conf_dir / "slurm.conf", render_slurm_conf(cfg))
     changed |= _write_if_changed(conf_dir / "gres.conf", render_gres_conf(cfg))
+    changed |= _write_if_changed(conf_dir / "cgroup.conf", _render("cgroup.conf.j2"))
     return changed
 
 
@@ -238,20 +272,26 @@ def start_node(cfg: dict) -> None:
         )
 
 
-def stop(cfg: dict | None = None, munge: bool = True) -> list[str]:
-    """Stop the daemons this module starts; returns what it stopped."""
-    stopped = []
-    for name, pid_file in (("slurmd", RUN_DIR / "slurmd.pid"), ("slurmctld", RUN_DIR / "slurmctld.pid"),
-                           ("munged", MUNGE_SOCKET_DIR / "munged.pid")):
-        if name == "munged" and not munge:
-            continue
-        pid = _pid_alive(pid_file)
-        if pid is None:
-            continue
-        os.kill(pid, signal.SIGTERM)
-        _wait(lambda: _pid_alive(pid_file) != pid, 15)
-        stopped.append(name)
-    return stopped
+def _stop_pid(pid_file: Path, timeout: float = 15) -> bool:
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    _wait(lambda: _pid_alive(pid_file) != pid, timeout)
+    return True
+
+
+def stop(cfg: dict | None = None, munge: bool = True, accounting: bool = True) -> list[str]:
+    """Stop the daemons this module starts, the controller before its accounting (it reports
+    its last jobs to slurmdbd), munge last; returns what it stopped."""
+    from . import slurm_accounting
+
+    daemons = [("slurmd", RUN_DIR / "slurmd.pid"), ("slurmctld", RUN_DIR / "slurmctld.pid")]
+    if accounting:
+        daemons += [("slurmdbd", slurm_accounting.DBD_PID), ("mariadb", slurm_accounting.MARIADB_PID)]
+    if munge:
+        daemons.append(("munged", MUNGE_SOCKET_DIR / "munged.pid"))
+    return [name for name, pid_file in daemons if _stop_pid(pid_file, 30 if name == "mariadb" else 15)]
 
 
 def ensure_running(cfg: dict) -> str:
@@ -262,12 +302,43 @@ def ensure_running(cfg: dict) -> str:
         if shutil.which(tool) is None:
             raise ClusterError(f"{tool} is not installed: run `./academy up` (it installs slurm-wlm) "
                                "or `apt-get install slurm-wlm`")
+    from . import slurm_accounting  # it uses this module's helpers
+
     changed = ensure_config(cfg)
     if changed and (controller_ok() or _pid_alive(RUN_DIR / "slurmd.pid")):
-        stop(cfg, munge=False)  # node shape changed: daemons must re-read it from scratch
+        stop(cfg, munge=False, accounting=False)  # node shape changed: daemons must re-read it from scratch
     start_munge()
+    slurm_accounting.ensure_running(cfg)
+    apply_policy(cfg, declare_only=True)  # the QOS slurm.conf's partitions name, before slurmctld reads it
     start_controller(cfg)
     start_node(cfg)
+    apply_policy(cfg)
     s = cfg["slurm"]
     parts = ", ".join(p["name"] for p in s["partitions"])
-    return f"Slurm cluster '{s['cluster_name']}' up: node {node_name()}, partitions {parts}, {s['gpus']} x gpu:{s['gpu_type']}"
+    missing = [name for name, ok in cgroup_controllers().items() if not ok]
+    limits = ("memory, cores and GPU devices enforced by cgroups" if not missing else
+              f"NOT enforced: memory, cores and GPU devices (no writable cgroup v1 controller {', '.join(missing)})")
+    return (f"Slurm cluster '{s['cluster_name']}' up: node {node_name()}, partitions {parts}, "
+            f"{s['gpus']} x gpu:{s['gpu_type']}, accounting by slurmdbd; {limits}")
+
+
+def apply_policy(cfg: dict, users: dict[str, list[str]] | None = None, declare_only: bool = False) -> None:
+    """The platform's QOS and accounts in the embedded cluster's accounting, or the own-work
+    association of each of `users` ({name: hub groups}) (idempotent)."""
+    from spawners.slurm_accounts import AccountingError, SlurmAccounts
+    from spawners.slurm_policy import apply_base, declare_qos, ensure_user
+
+    accounts = SlurmAccounts(cfg["slurm"]["bin_dir"], cluster=cfg["slurm"]["cluster_name"])
+    policy, profiles = Policy.from_config(cfg), parse_profiles(cfg["profiles"])
+    try:
+        if declare_only:
+            declare_qos(accounts, policy, profiles)
+            return
+        if users is None:
+            apply_base(accounts, policy, profiles)
+            return
+        current = accounts.associations(sorted(users))
+        for name, groups in users.items():
+            ensure_user(accounts, policy, name, policy.qos_for_groups(profiles, groups), policy.own_account, current)
+    except AccountingError as e:
+        raise ClusterError(f"could not set up the platform's accounts and QOS: {e}") from e

@@ -30,6 +30,8 @@ class BatchScriptValues:
     comment: str
     notebook_env: str
     server_argv: list[str] = field(default_factory=list)
+    account: str = ""   # Slurm account and QOS the session is charged to (spawners/slurm_policy.py)
+    qos: str = ""
 
     @property
     def log_dir(self) -> str:
@@ -58,6 +60,7 @@ def render_batch_script(values: BatchScriptValues, request: SessionRequest) -> s
     # Usernames reach job name, comment and paths: a name from an exotic authenticator
     # must not be able to break out of an #SBATCH line.
     for name, value, pattern in (("job name", values.job_name, _SAFE_FIELD), ("comment", values.comment, _SAFE_FIELD),
+                                 ("account", values.account or "-", _SAFE_FIELD), ("QOS", values.qos or "-", _SAFE_FIELD),
                                  ("home directory", values.homedir, _SAFE_PATH),
                                  ("notebook environment", values.notebook_env, _SAFE_PATH)):
         if not pattern.match(value):
@@ -74,6 +77,8 @@ def render_batch_script(values: BatchScriptValues, request: SessionRequest) -> s
         memory=p.memory,
         gres=p.gres,
         reservation=p.reservation,
+        account=values.account,
+        qos=values.qos,
         comment=values.comment,
         env_bin=shlex.quote(os.path.join(values.notebook_env, "bin")),
         launch_cmd=launch_command(values),

@@ -50,6 +50,9 @@ PROFILE_SCHEMA: dict[str, Any] = {
                    "description": "a non-empty list of hub group names allowed to use the profile"},
         "max_age": {"type": "integer", "minimum": 0, "default": 0,
                     "description": "0 (no limit) or seconds after which an idle-or-not session is culled"},
+        "max_jobs_per_user": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 4,
+                              "description": "jobs one user may run at once with this profile's Slurm QOS "
+                                             "(sessions and their own sbatch jobs together), 1 to 1000"},
     },
 }
 FIELDS = list(PROFILE_SCHEMA["properties"])
@@ -92,6 +95,14 @@ class Profile:
     gres: str = ""
     reservation: str = ""
     max_age_s: int = 0
+    max_jobs_per_user: int = 4
+
+    @property
+    def memory_mb(self) -> int:
+        """The memory in MB, as Slurm reads it (no suffix: MB)."""
+        unit = self.memory[-1] if self.memory[-1].isalpha() else "M"
+        number = int(self.memory.rstrip("KMGT"))
+        return max(1, {"K": number // 1024, "M": number, "G": number * 1024, "T": number * 1024 * 1024}[unit])
 
     @property
     def gpus(self) -> int:
@@ -174,6 +185,7 @@ def parse_profile(raw: Any, index: int = 0) -> Profile:
         gres=raw.get("gres", _default("gres")),
         reservation=raw.get("reservation", _default("reservation")),
         max_age_s=raw.get("max_age", _default("max_age")),
+        max_jobs_per_user=raw.get("max_jobs_per_user", _default("max_jobs_per_user")),
     )
 
 

@@ -40,10 +40,12 @@ from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
 from traitlets import Any, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import port_report, queue_hints, session_token
+from . import port_report, queue_hints, session_account, session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
+from .slurm_accounts import AccountingError, SlurmAccounts
 from .slurm_client import JobInfo, SlurmClient, SlurmError
+from .slurm_policy import Policy
 from .spawn_options import QUERY_SPAWN_REFUSED, SessionError, SpawnOptions
 
 port_report.install_handlers()  # the hub's port endpoint instead of batchspawner's (idempotent)
@@ -101,6 +103,14 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
     token_expiry_margin = Float(300.0, help="Seconds a session's hub token outlives its job's walltime (Slurm's "
                                 "kill grace, clock skew); it is revoked as soon as the job ends.").tag(config=True)
 
+    slurm_accounts = Dict(
+        help="The slurm.accounts section (parent, own_work, course_prefix, qos_prefix, max_submit_per_user): "
+             "sessions are charged to their course's account with their profile's QOS. Empty: no --account "
+             "or --qos (a cluster without accounting).",
+    ).tag(config=True)
+
+    slurm_cluster_name = Unicode("", help="The Slurm cluster whose accounting holds the associations.").tag(config=True)
+
     session_event_hook = Any(
         None, allow_none=True,
         help="Called as hook(spawner, kind, fields) when a session starts ('session_started') and stops "
@@ -132,8 +142,13 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
     def homedir(self) -> str:
         return pwd.getpwnam(self.user.name).pw_dir
 
+    @property
+    def policy(self) -> Policy | None:
+        return Policy.from_config({"slurm": {"accounts": self.slurm_accounts}}) if self.slurm_accounts else None
+
     def render_batch_script(self) -> str:
         """The sbatch script, from the validated profile and the hub's own settings only."""
+        account, qos = session_account.charge(self.policy, self.session_request) if self.policy else ("", "")
         return render_batch_script(
             BatchScriptValues(
                 job_name=self.job_name(),
@@ -141,6 +156,8 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
                 comment=f"{self.hub_instance}:{self.user.name}:{self.name or 'default'}",
                 notebook_env=self.notebook_env,
                 server_argv=[*self.cmd, *self.get_args()],
+                account=account,
+                qos=qos,
             ),
             self.session_request,
         )
@@ -163,6 +180,15 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
 
     async def submit_batch_script(self):
         script = self.render_batch_script()
+        if self.policy:
+            try:
+                await session_account.ensure_association(
+                    SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout, self.slurm_cluster_name), self.policy,
+                    self.user.name, self.session_request, self.allowed_profiles(), self.parsed_profiles)
+            except AccountingError as e:
+                self.log.error("%s", e)
+                raise SessionError("The cluster's accounting could not be reached to set up your Slurm account; "
+                                   "try again in a minute, and tell the operators if it goes on.", 503) from None
         await self.run_as_user("mkdir", "-p", "-m", "700", os.path.join(self.homedir(), ".academy", "logs"))
         self.log.info("Submitting %s for %s (profile %s, walltime %s)", self.job_name(), self.user.name,
                       self.session_request.profile.key, self.session_request.walltime)

@@ -22,6 +22,7 @@ from courses.catalogue import load_catalogue
 from spawners.slurm_client import SlurmClient
 
 from ..gradebook import hub_groups
+from ..gradebook.slurm_associations import CourseAssociations
 from ..progress import emit as progress_events
 from ..service.base import SLUG, make_application, serve, service_config
 from ..service.security import OAuthCallback
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app(cfg)
     serve(app, MAX_BODY, log, "exchange")
     progress_events.start_sending(cfg)
-    IOLoop.current().add_callback(hub_groups.keep_in_sync, app.settings["store"].enrolment)
+    IOLoop.current().add_callback(hub_groups.keep_in_sync, app.settings["store"].enrolment,
+                                  associations=CourseAssociations.from_config(cfg))
     IOLoop.current().start()
     return 0
 

@@ -22,6 +22,7 @@ from spawners.hub_api import HubAPI, HubAPIError
 
 from . import tables as gb
 from .enrolment import Enrolment
+from .slurm_associations import CourseAssociations
 
 log = logging.getLogger("academy.groups")
 WATCH_S = 1.0          # how often the change log is read
@@ -84,20 +85,28 @@ def _sync_group(hub: HubAPI, group: str, members: set[str], existing_users: set[
 
 
 async def keep_in_sync(enrolment: Enrolment, hub: HubAPI | None = None,
-                       watch_s: float = WATCH_S, reconcile_s: float = RECONCILE_S) -> None:
+                       watch_s: float = WATCH_S, reconcile_s: float = RECONCILE_S,
+                       associations: CourseAssociations | None = None) -> None:
     """Follow enrolment changes as they happen, and reconcile everything every `reconcile_s`;
-    `hub`: the hub's API (default: the one this service was started by)."""
+    `hub`: the hub's API (default: the one this service was started by); `associations`: Slurm's
+    course associations, brought into line right after the groups (None: a cluster without accounting)."""
     hub, known = hub or HubAPI.from_env(), set()
     seen, reconcile_at = None, 0.0
+
+    def sync(courses: set[str] | None) -> None:
+        sync_once(hub, enrolment, known, courses)
+        if associations is not None:
+            associations.sync(hub, enrolment, courses)
+
     while True:
         try:
             latest, changed = await asyncio.to_thread(enrolment.find_changes, seen or 0)
             if seen is None or time.monotonic() >= reconcile_at:
-                await asyncio.to_thread(sync_once, hub, enrolment, known)
+                await asyncio.to_thread(sync, None)
                 reconcile_at = time.monotonic() + reconcile_s
             elif changed:
-                await asyncio.to_thread(sync_once, hub, enrolment, known, changed)
+                await asyncio.to_thread(sync, changed)
             seen = latest     # only once the hub has it: a failed round is tried again
-        except Exception as e:  # the hub restarting, a network blip: try again next round
-            log.warning("could not sync the hub's groups: %s", e)
+        except Exception as e:  # the hub restarting, a network blip, slurmdbd away: try again next round
+            log.warning("could not sync the hub's groups or Slurm's associations: %s", e)
         await asyncio.sleep(watch_s)

@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from courses.catalogue import Assignment
-from spawners.profiles import Profile, format_walltime
+from spawners.profiles import Profile, format_walltime, parse_profiles
+from spawners.slurm_accounts import AccountingError, SlurmAccounts
 from spawners.slurm_client import SlurmClient
+from spawners.slurm_policy import OPERATORS_QOS, Policy, ensure_course_account
 
 from ..gradebook import tables as gb
 from ..exchange.store import Store, StoreError
@@ -65,14 +67,26 @@ def _memory_mb(size: str) -> int:
     return int(size[:-1]) * {"M": 1, "G": 1024, "T": 1024 * 1024}[size[-1]]
 
 
-def batch_script(batch: Path, n_tasks: int, profile: Profile, cfg: dict, per_task_s: int, label: str) -> str:
-    """The grading job's script (templates/grading_job.sh.j2, shellchecked in the tests)."""
+def batch_script(batch: Path, n_tasks: int, profile: Profile, cfg: dict, per_task_s: int, label: str,
+                 account: str = "") -> str:
+    """The grading job's script (templates/grading_job.sh.j2, shellchecked in the tests); `account`:
+    the course's Slurm account it is charged to ('' on a cluster without accounting)."""
     a = cfg["assessments"]
     gpu = bool(profile.gres)  # an assignment whose profile has GPUs is graded on one
     return SCRIPT.render(
         label=label, last_task=n_tasks - 1, partition=profile.partition, cpus=profile.cpus if gpu else 1,
         memory_mb=_memory_mb(a["sandbox_memory"]) + 1024, walltime=format_walltime(per_task_s), batch=batch,
-        gres=profile.gres if gpu else "", python=Path(cfg["notebook_env"]) / "bin" / "python")
+        gres=profile.gres if gpu else "", python=Path(cfg["notebook_env"]) / "bin" / "python",
+        account=account, qos=OPERATORS_QOS)
+
+
+def charge_account(cfg: dict, course: str) -> str:
+    """The course's Slurm account, set up for root's grading jobs; '' without accounting."""
+    if not cfg.get("slurm", {}).get("accounts"):
+        return ""
+    s = cfg["slurm"]
+    return ensure_course_account(SlurmAccounts(s["bin_dir"], s.get("command_timeout", 30), s.get("cluster_name", "")),
+                                 Policy.from_config(cfg), parse_profiles(cfg["profiles"]), course)
 
 
 async def start(store: Store, cfg: dict, a: Assignment, profile: Profile, slurm: SlurmClient,
@@ -99,6 +113,10 @@ def _prepare(store: Store, cfg: dict, a: Assignment, profile: Profile, regrade: 
             subs = [s for s in subs if s["id"] not in done]
     if not subs:
         return None
+    try:
+        account = charge_account(cfg, a.course_id)   # before anything is written: a refusal leaves nothing behind
+    except AccountingError as e:
+        raise StoreError(f"grading {a.course_id}/{a.id} cannot be charged to the course's Slurm account: {e}") from e
     batch_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     folder = store.course_dir(a.course_id, "grading", batch_id)
     for sub in ("results", "graded", "logs", "claims"):
@@ -121,7 +139,7 @@ def _prepare(store: Store, cfg: dict, a: Assignment, profile: Profile, regrade: 
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     per_task_s = per_sub_s * math.ceil(len(subs) / n_tasks) + 120
     label = f"academy-grading:{a.course_id}:{a.id}:{batch_id}"
-    script = batch_script(folder, n_tasks, profile, cfg, per_task_s, label)
+    script = batch_script(folder, n_tasks, profile, cfg, per_task_s, label, account)
     (folder / "grade.sbatch").write_text(script)
     return folder, manifest, script
 
