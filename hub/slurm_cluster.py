@@ -66,7 +66,6 @@ def cgroups_enforced(cfg: dict) -> bool:
 
 def render_slurm_conf(cfg: dict, cgroups: bool | None = None) -> str:
     s = cfg["slurm"]
-    profiles = parse_profiles(cfg["profiles"])
     return _render(
         "slurm.conf.j2",
         cluster_name=s["cluster_name"], node_name=node_name(), node_addr="127.0.0.1",
@@ -74,7 +73,6 @@ def render_slurm_conf(cfg: dict, cgroups: bool | None = None) -> str:
         run_dir=str(RUN_DIR), log_dir=cfg["slurm"]["log_dir"], cpus=s["node_cpus"],
         memory_mb=s["node_memory_mb"], gpu_type=s["gpu_type"], gpus=s["gpus"], partitions=s["partitions"],
         cgroups=cgroups_enforced(cfg) if cgroups is None else cgroups, operators_group=s["operators_group"],
-        partition_qos=Policy.from_config(cfg).partition_qos(profiles),
     )
 
 
@@ -309,10 +307,9 @@ def ensure_running(cfg: dict) -> str:
         stop(cfg, munge=False, accounting=False)  # node shape changed: daemons must re-read it from scratch
     start_munge()
     slurm_accounting.ensure_running(cfg)
-    apply_policy(cfg, declare_only=True)  # the QOS slurm.conf's partitions name, before slurmctld reads it
     start_controller(cfg)
     start_node(cfg)
-    apply_policy(cfg)
+    apply_policy(cfg)  # after slurmctld has registered the gres/gpu TRES that the QOS limits count
     s = cfg["slurm"]
     parts = ", ".join(p["name"] for p in s["partitions"])
     missing = [name for name, ok in cgroup_controllers().items() if not ok]
@@ -322,18 +319,15 @@ def ensure_running(cfg: dict) -> str:
             f"{s['gpus']} x gpu:{s['gpu_type']}, accounting by slurmdbd; {limits}")
 
 
-def apply_policy(cfg: dict, users: dict[str, list[str]] | None = None, declare_only: bool = False) -> None:
+def apply_policy(cfg: dict, users: dict[str, list[str]] | None = None) -> None:
     """The platform's QOS and accounts in the embedded cluster's accounting, or the own-work
     association of each of `users` ({name: hub groups}) (idempotent)."""
     from spawners.slurm_accounts import AccountingError, SlurmAccounts
-    from spawners.slurm_policy import apply_base, declare_qos, ensure_user
+    from spawners.slurm_policy import apply_base, ensure_user
 
     accounts = SlurmAccounts(cfg["slurm"]["bin_dir"], cluster=cfg["slurm"]["cluster_name"])
     policy, profiles = Policy.from_config(cfg), parse_profiles(cfg["profiles"])
     try:
-        if declare_only:
-            declare_qos(accounts, policy, profiles)
-            return
         if users is None:
             apply_base(accounts, policy, profiles)
             return

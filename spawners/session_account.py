@@ -14,7 +14,7 @@ import time
 from .options import SessionRequest
 from .profiles import Profile
 from .slurm_accounts import AccountingError, SlurmAccounts
-from .slurm_policy import Policy, ensure_course_account, ensure_user
+from .slurm_policy import Policy, ensure_course_account, ensure_qos, ensure_user
 
 KNOWN_FOR_S = 300.0
 _known: dict[tuple[str, str, tuple[str, ...]], float] = {}   # -> monotonic time it is trusted until
@@ -35,6 +35,7 @@ async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str,
         return
 
     def ensure() -> None:
+        ensure_qos(accounts, policy, allowed)   # a profile added or changed since the last start
         if request.course and account not in accounts.accounts():
             ensure_course_account(accounts, policy, every_profile, request.course)
         ensure_user(accounts, policy, user, qos, account)

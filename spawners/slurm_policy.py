@@ -4,9 +4,8 @@ and which QOS each user's associations allow.
 The spawn form refuses what a profile does not allow; this is the second lock, for the learner
 who runs `sbatch` from a notebook terminal. A user's associations list only the QOS of the
 profiles their groups allow, each QOS caps a job at its profile's size (DenyOnLimit: refused at
-submission, not left pending) and a user at the profile's GPUs, and each partition admits only
-the QOS of its profiles (slurm.conf AllowQos) besides `normal`, which no learner association
-lists (operators' and the platform's own work). Course names are strings here: the spawner
+submission, not left pending) and a user at the profile's GPUs, whatever the partition; no
+learner association lists `normal` (no limits: root's, operators' and grading's). Course names are strings here: the spawner
 charges a session to ``account_for(course)`` without knowing what a course is.
 """
 
@@ -53,21 +52,12 @@ class Policy:
         """The QOS a user in these groups may use, the default (their first profile's) first."""
         return [self.qos_name(p) for p in profiles_for_groups(profiles, groups)]
 
-    def partition_qos(self, profiles: Iterable[Profile]) -> dict[str, list[str]]:
-        """{partition: the QOS it admits}: its profiles' and the operators'."""
-        allowed: dict[str, list[str]] = {}
-        for p in profiles:
-            allowed.setdefault(p.partition, [OPERATORS_QOS]).append(self.qos_name(p))
-        return allowed
 
 
-def declare_qos(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile]) -> None:
-    """Each profile's QOS by name, without limits: slurm.conf's AllowQos may name them before
-    slurmctld has registered the gres/gpu TRES that their limits count (apply_base sets those)."""
-    have = accounts.qos()
+def ensure_qos(accounts: SlurmAccounts, policy: Policy, profiles: Iterable[Profile]) -> None:
+    """Each profile's QOS, with its limits as the profile now says."""
     for p in profiles:
-        if policy.qos_name(p) not in have:
-            accounts.add_qos(policy.qos_name(p))
+        accounts.ensure_qos(policy.qos_name(p), policy.qos_settings(p))
 
 
 def apply_base(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile]) -> None:
@@ -76,8 +66,7 @@ def apply_base(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile])
     The accounts' own QOS is the smallest profile's: an association that somehow lists none
     inherits that, never Slurm's unlimited `normal`.
     """
-    for p in profiles:
-        accounts.ensure_qos(policy.qos_name(p), policy.qos_settings(p))
+    ensure_qos(accounts, policy, profiles)
     floor = policy.qos_name(min(profiles, key=lambda p: (p.gpus, p.cpus, p.memory_mb)))
     accounts.ensure_account(policy.parent, "root", "AI Factory Academy", [floor], floor)
     accounts.ensure_account(policy.own_account, policy.parent, "own work on the platform", [floor], floor)

@@ -90,6 +90,14 @@ class Enrolment:
                 _log_change(conn, course, user)
         return removed
 
+    def find_ever_enrolled(self, courses: set[str] | None = None) -> set[tuple[str, str]]:
+        """(course, user) of everyone whose enrolment ever changed here (of `courses`, or all)."""
+        q = sa.select(gb.enrolment_changes.c.course, gb.enrolment_changes.c.user).distinct()
+        if courses is not None:
+            q = q.where(gb.enrolment_changes.c.course.in_(sorted(courses)))
+        with self.engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(q)}
+
     def find_changes(self, after: int) -> tuple[int, set[str]]:
         """(the latest change id, the courses changed since change id `after`)."""
         with self.engine.connect() as conn:

@@ -53,31 +53,25 @@ class CourseAssociations:
                 want[(user, self.policy.account_for(course))] = self.policy.qos_for_groups(self.profiles, groups)
         return want
 
-    def course_accounts(self, courses: set[str] | None) -> set[str]:
-        """The platform's course accounts that exist (of `courses`, or all)."""
-        children = {a for a, parent in self.accounts.accounts().items()
-                    if parent == self.policy.parent and a != self.policy.own_account}
-        if courses is not None:
-            children &= {self.policy.account_for(c) for c in courses}
-        return children
-
     def sync(self, hub: HubAPI, enrolment: Enrolment, courses: set[str] | None = None) -> dict[str, list]:
-        """Add, change and remove associations so Slurm matches the enrolment; returns what changed."""
+        """Add, change and remove associations so Slurm matches the enrolment; returns what changed.
+
+        Only associations of people this gradebook ever enrolled are removed: those a site's
+        administrators made by hand, or another platform instance's, are left alone."""
         hub_groups = {u["name"]: set(u.get("groups", [])) for u in hub.items("/users")}
         want = self.desired(enrolment, hub_groups, courses)
+        existing = self.accounts.accounts()
         for course in {c for c, _, _ in enrolment.find_all() if courses is None or c in courses}:
-            if self.policy.account_for(course) not in self.course_accounts({course}):
+            if self.policy.account_for(course) not in existing:
                 ensure_course_account(self.accounts, self.policy, self.profiles, course)
-        managed = self.course_accounts(courses)
-        have = {k: a for k, a in self.accounts.associations().items() if k[1] in managed and k[0] != "root"}
+        ours = {(user, self.policy.account_for(course)) for course, user in enrolment.find_ever_enrolled(courses)}
+        have = self.accounts.associations(sorted({u for u, _ in ours | set(want)}))
         changed: dict[str, list] = {"set": [], "removed": []}
         for (user, account), qos in sorted(want.items()):
-            if not qos:
-                continue   # no profile allowed: no association (below, one that exists goes)
-            if self.accounts.set_association(user, account, qos, qos[0], have.get((user, account))):
+            if qos and self.accounts.set_association(user, account, qos, qos[0], have.get((user, account))):
                 changed["set"].append((user, account))
-        for user, account in sorted(set(have) - {k for k, q in want.items() if q}):
-            self.end(user, account)
+        for user, account in sorted((ours & set(have)) - {k for k, q in want.items() if q}):
+            self.end(user, account)   # unenrolled, or no profile allowed any more
             changed["removed"].append((user, account))
         for what, pairs in changed.items():
             if pairs:
