@@ -116,6 +116,18 @@ def cmd_prepare(args, cfg: dict) -> int:
     return 0
 
 
+def cmd_slurm(args, cfg: dict) -> int:
+    from .slurm_check import check
+
+    findings = check(cfg)
+    for f in findings:
+        print(f.line())
+    missing = [f for f in findings if not f.ok]
+    print(f"\n{len(findings) - len(missing)} of {len(findings)} in place" +
+          (f"; {len(missing)} missing (nothing was changed: this check only reads)" if missing else ""))
+    return 1 if missing else 0
+
+
 def cmd_test(args, cfg: dict) -> int:
     prepare(cfg, for_tests=True)
     argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
@@ -190,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                              "or publish them to the course's learners")
     course.add_argument("courses", nargs="*", help="course ids (default: all)")
     course.add_argument("--out", default="releases", help="where `build` writes the releases (default: ./releases)")
+    slurm = sub.add_parser("slurm", help="the Slurm cluster the platform uses")
+    slurm.add_argument("action", choices=["check"], help="check: read the cluster's accounts, QOS, partitions and "
+                       "settings and say what the platform needs that is missing (changes nothing)")
     cli_assessments.add_parsers(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
@@ -203,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             installer.require_root(f"academy {args.command}")  # the course store is root's only
             return cli_assessments.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
-                   "course": cmd_course, "test": cmd_test}[args.command]
+                   "course": cmd_course, "slurm": cmd_slurm, "test": cmd_test}[args.command]
         return handler(args, cfg)
     except ConfigError as e:
         print(f"academy: invalid configuration: {e}", file=sys.stderr)

@@ -27,7 +27,7 @@ SERVICE_CONFIG = {
         "hub": ("state_dir", "hub_ip"),        # its progress outbox; where the progress service listens
         "progress": ("port",),
         "assessments": None,                   # its own section (the store, grading, submission limits)
-        "slurm": ("bin_dir", "cluster_name", "command_timeout", "accounts"),   # grading jobs, course associations
+        "slurm": ("bin_dir", "command_timeout", "accounts"),   # grading jobs, course associations
         "notebook_env": None,
         "profiles": None,
     },
@@ -116,7 +116,6 @@ def update_spawner(c, cfg: dict) -> None:
     c.AcademySlurmSpawner.slurm_bin_dir = slurm["bin_dir"]
     c.AcademySlurmSpawner.slurm_timeout = float(slurm["command_timeout"])
     c.AcademySlurmSpawner.slurm_accounts = slurm["accounts"]
-    c.AcademySlurmSpawner.slurm_cluster_name = slurm["cluster_name"]
     sessions = cfg["sessions"]
     c.AcademySlurmSpawner.pending_timeout = float(sessions["pending_timeout"])
     c.AcademySlurmSpawner.monitor_interval = float(sessions["monitor_interval"])

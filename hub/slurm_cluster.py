@@ -325,7 +325,7 @@ def apply_policy(cfg: dict, users: dict[str, list[str]] | None = None) -> None:
     from spawners.slurm_accounts import AccountingError, SlurmAccounts
     from spawners.slurm_policy import apply_base, ensure_user
 
-    accounts = SlurmAccounts(cfg["slurm"]["bin_dir"], cluster=cfg["slurm"]["cluster_name"])
+    accounts = SlurmAccounts(cfg["slurm"]["bin_dir"], cfg["slurm"]["command_timeout"])
     policy, profiles = Policy.from_config(cfg), parse_profiles(cfg["profiles"])
     try:
         if users is None:

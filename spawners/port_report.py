@@ -25,20 +25,23 @@ except ImportError:  # pragma: no cover - batchspawner is a dependency
 MIN_PORT, MAX_PORT = 1024, 65535
 
 
+def own_spawner(handler: APIHandler):
+    """The spawner whose server's own API token the request carries; 403 for any other token
+    (the user's own, another server's, a service's)."""
+    token = handler.get_auth_token() or ""
+    for candidate in handler.current_user.spawners.values():
+        candidate_token = getattr(candidate, "api_token", None) or ""
+        if candidate_token and hmac.compare_digest(candidate_token, token):
+            return candidate
+    raise web.HTTPError(403, "Only a session's own server may report on it.")
+
+
 class PortReportHandler(APIHandler):
     """POST {"port": <int>} with the starting server's own API token."""
 
     @web.authenticated
     def post(self):
-        token = self.get_auth_token() or ""
-        spawner = None
-        for candidate in self.current_user.spawners.values():
-            candidate_token = getattr(candidate, "api_token", None) or ""
-            if candidate_token and hmac.compare_digest(candidate_token, token):
-                spawner = candidate
-                break
-        if spawner is None:
-            raise web.HTTPError(403, "Only a session's own server may report its port.")
+        spawner = own_spawner(self)
         body = self.request.body or b""
         try:
             data = json.loads(body)

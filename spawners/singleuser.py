@@ -31,6 +31,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import signal
 import socket
 import sys
 import types
@@ -39,6 +40,8 @@ from urllib.parse import urlparse, urlunparse
 # The first argument that makes the entry point hold its port and report it (batch_script.py).
 REPORT_PORT_FLAG = "--academy-report-port"
 PORT_REPORT_PATH = "academy/port"  # hub side: spawners/port_report.py
+END_REPORT_PATH = "academy/ended"  # hub side: spawners/session_end.py
+END_REPORT_TIMEOUT_S = 2.0         # Slurm sends SIGKILL KillWait (10 s) after SIGTERM
 REPORT_ATTEMPTS = 5
 
 # What JupyterLab's lookup answers when yarn has no configuration: its own default registry.
@@ -215,6 +218,25 @@ async def report_port(api_url: str, token: str, port: int, log) -> str:
     return "could not reach the hub to report the port"
 
 
+def report_end(api_url: str, token: str) -> str:
+    """Tell the hub this server is ending (Slurm sent SIGTERM); '' once the hub took note, else why not.
+
+    Blocking and short: it runs in the signal handler, before the server stops.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/{END_REPORT_PATH}", data=b"", method="POST",
+                                     headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=END_REPORT_TIMEOUT_S):
+            return ""
+    except urllib.error.HTTPError as e:
+        return f"the hub answered {e.code}"
+    except OSError as e:
+        return f"the hub could not be reached ({e})"
+
+
 def report_port_when_serving() -> list[str]:
     """Serve on a held port and report it to the hub once serving; returns the failure, if any.
 
@@ -236,6 +258,14 @@ def report_port_when_serving() -> list[str]:
     class HeldPortServerApp(ServerApp):
         def _find_http_port(self) -> None:  # the port is already ours: nothing to look for
             self.port = port
+
+        def _signal_stop(self, sig, frame) -> None:
+            # scancel, the walltime and preemption all begin with SIGTERM: the hub hears it now,
+            # not at its next squeue (spawners/session_end.py)
+            if sig == signal.SIGTERM:
+                why = report_end(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+                self.log.info("academy: ending (SIGTERM); %s", f"not reported: {why}" if why else "reported to the hub")
+            super()._signal_stop(sig, frame)
 
         def _bind_http_server_tcp(self) -> bool:
             self.http_server.add_sockets([held])

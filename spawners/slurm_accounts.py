@@ -36,10 +36,10 @@ def _check(*names: str) -> None:
 
 
 class SlurmAccounts:
-    def __init__(self, bin_dir: str = "", timeout: float = 30, cluster: str = ""):
+    # No cluster= anywhere: sacctmgr then works on the cluster of this machine's slurm.conf.
+    def __init__(self, bin_dir: str = "", timeout: float = 30):
         self.sacctmgr = f"{bin_dir.rstrip('/')}/sacctmgr" if bin_dir else (shutil.which("sacctmgr") or "sacctmgr")
         self.timeout = timeout
-        self.cluster = cluster
 
     def _run(self, *args: str) -> str:
         try:
@@ -67,7 +67,7 @@ class SlurmAccounts:
 
     def accounts(self) -> dict[str, str]:
         """{account: parent account}."""
-        rows = self._show("association", "account,parentname,user", *self._on_cluster())
+        rows = self._show("association", "account,parentname,user")
         return {account: parent for account, parent, user in rows if not user}
 
     def qos(self) -> dict[str, dict[str, str]]:
@@ -78,7 +78,7 @@ class SlurmAccounts:
 
     def associations(self, users: list[str] | None = None) -> dict[tuple[str, str], Association]:
         """{(user, account): association} of users (all users when None)."""
-        where = [*self._on_cluster()]
+        where = []
         if users is not None:
             if not users:
                 return {}
@@ -87,9 +87,6 @@ class SlurmAccounts:
         rows = self._show("association", "user,account,qos,defaultqos", *where)
         return {(u, a): Association(u, a, frozenset(q for q in qos.split(",") if q), dq)
                 for u, a, qos, dq in rows if u}
-
-    def _on_cluster(self) -> list[str]:
-        return [f"cluster={self.cluster}"] if self.cluster else []
 
     # -- writing (idempotent) -----------------------------------------------------------------
 
@@ -107,8 +104,8 @@ class SlurmAccounts:
         _check(name, parent, *qos)
         if name not in self.accounts():
             self._modify("add", "account", name, f"parent={parent}", f"description={description}",
-                         f"organization={parent}", *self._on_cluster())
-        self._modify("modify", "account", "where", f"name={name}", *self._on_cluster(), "set",
+                         f"organization={parent}")
+        self._modify("modify", "account", "where", f"name={name}", "set",
                      f"qos={','.join(qos)}", f"defaultqos={default_qos}")
 
     def set_association(self, user: str, account: str, qos: list[str], default_qos: str,
@@ -121,9 +118,8 @@ class SlurmAccounts:
         if current is not None and current.qos == want and current.default_qos == default_qos:
             return False
         if current is None:
-            self._modify("add", "user", user, f"account={account}", *self._on_cluster())
-        self._modify("modify", "user", "where", f"name={user}", f"account={account}", *self._on_cluster(),
-                     "set", f"qos={','.join(sorted(want))}", f"defaultqos={default_qos}")
+            self._modify("add", "user", user, f"account={account}")
+        self._modify("modify", "user", "where", f"name={user}", f"account={account}", "set", f"qos={','.join(sorted(want))}", f"defaultqos={default_qos}")
         return True
 
     def set_default_account(self, user: str, account: str) -> None:
@@ -133,5 +129,5 @@ class SlurmAccounts:
     def remove_association(self, user: str, account: str) -> bool:
         """End the user's association with the account (their pending jobs on it are refused from now)."""
         _check(user, account)
-        out = self._run("-i", "delete", "user", "where", f"name={user}", f"account={account}", *self._on_cluster())
+        out = self._run("-i", "delete", "user", "where", f"name={user}", f"account={account}")
         return "Deleting" in out

@@ -40,7 +40,7 @@ from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
 from traitlets import Any, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import port_report, queue_hints, session_account, session_token
+from . import port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
 from .slurm_accounts import AccountingError, SlurmAccounts
@@ -49,6 +49,7 @@ from .slurm_policy import Policy
 from .spawn_options import QUERY_SPAWN_REFUSED, SessionError, SpawnOptions
 
 port_report.install_handlers()  # the hub's port endpoint instead of batchspawner's (idempotent)
+session_end.install_handlers()  # and the one a session reports its end on
 
 JOB_NAME_PREFIX = "academy-nb"
 STOP_CONFIRM_S = 15  # how long stop() waits to see a cancelled job leave the running states
@@ -108,8 +109,6 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
              "sessions are charged to their course's account with their profile's QOS. Empty: no --account "
              "or --qos (a cluster without accounting).",
     ).tag(config=True)
-
-    slurm_cluster_name = Unicode("", help="The Slurm cluster whose accounting holds the associations.").tag(config=True)
 
     session_event_hook = Any(
         None, allow_none=True,
@@ -183,7 +182,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         if self.policy:
             try:
                 await session_account.ensure_association(
-                    SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout, self.slurm_cluster_name), self.policy,
+                    SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout), self.policy,
                     self.user.name, self.session_request, self.allowed_profiles(), self.parsed_profiles)
             except AccountingError as e:
                 self.log.error("%s", e)
@@ -257,6 +256,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         else:
             self.end_reason = info.state.lower()
             self.log.info("Job %s of %s ended: %s", self.job_id, self.user.name, info.state)
+        self._record_stop()
         self.monitor.forget(self.job_id)
         session_token.revoke(self)  # before clear_state, which forgets the token
         self.clear_state()
@@ -308,6 +308,25 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         except Exception:  # progress records must never stop a session starting or stopping
             self.log.exception("recording %s for job %s failed", kind, self.job_id)
 
+    def _record_stop(self) -> None:
+        """The session's end for the progress records, once, however it ended."""
+        if self.session_started_at:
+            self._session_event("session_stopped", duration_s=round(max(0.0, time.time() - self.session_started_at), 1),
+                                reason=self.end_reason or "stopped")
+            self.session_started_at = 0.0
+
+    _following_end: asyncio.Future | None = None
+    end_reason = ""  # how the last session ended: a Slurm state in lower case, "requeued", or "stopped by the hub"
+
+    def accept_end_report(self) -> bool:
+        """Called by the end-report handler: follow the job's end closely; False if there is
+        nothing to follow (not running, or already followed)."""
+        if not (self.session_started and self.job_id) or (self._following_end and not self._following_end.done()):
+            return False
+        self.log.info("Session of %s reports its end (job %s); confirming with Slurm", self.user.name, self.job_id)
+        self._following_end = asyncio.ensure_future(session_end.follow(self))
+        return True
+
     def accept_port_report(self, port: int) -> bool:
         """Called by the port-report handler; True if this spawner was waiting for it."""
         event = getattr(self, "_port_event", None)
@@ -325,6 +344,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         self.port = 0
         if self.server:
             self.server.port = 0
+        self.end_reason = ""
         self._port_event = asyncio.Event()
         self.submitted_at = time.monotonic()
         # The token lives no longer than the job can: queue time and walltime, then walltime from its start.
@@ -400,9 +420,8 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         session_token.revoke(self)
         if not self.job_id:
             return
-        if self.session_started_at:
-            self._session_event("session_stopped", duration_s=round(max(0.0, time.time() - self.session_started_at), 1))
-            self.session_started_at = 0.0
+        self.end_reason = self.end_reason or "stopped by the hub"
+        self._record_stop()
         self.log.info("Stopping job %s of %s", self.job_id, self.user.name)
         cancelled = await self.cancel_batch_job()
         if cancelled and not now:

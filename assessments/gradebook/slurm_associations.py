@@ -39,7 +39,7 @@ class CourseAssociations:
         if not s.get("accounts"):
             return None
         bin_dir = s.get("bin_dir", "")
-        return cls(SlurmAccounts(bin_dir, s.get("command_timeout", 30), s.get("cluster_name", "")),
+        return cls(SlurmAccounts(bin_dir, s.get("command_timeout", 30)),
                    Policy.from_config(cfg), parse_profiles(cfg["profiles"]),
                    f"{bin_dir.rstrip('/')}/scancel" if bin_dir else "scancel")
 

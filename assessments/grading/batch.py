@@ -85,7 +85,7 @@ def charge_account(cfg: dict, course: str) -> str:
     if not cfg.get("slurm", {}).get("accounts"):
         return ""
     s = cfg["slurm"]
-    return ensure_course_account(SlurmAccounts(s["bin_dir"], s.get("command_timeout", 30), s.get("cluster_name", "")),
+    return ensure_course_account(SlurmAccounts(s["bin_dir"], s.get("command_timeout", 30)),
                                  Policy.from_config(cfg), parse_profiles(cfg["profiles"]), course)
 
 

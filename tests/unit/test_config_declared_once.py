@@ -18,7 +18,6 @@ DERIVED = {
     "hub_instance",        # academy-<slurm.cluster_name>, not a key of its own
     "session_event_hook",  # an object the hub builds
     "slurm_accounts",      # the whole slurm.accounts section; an unconfigured spawner charges no account
-    "slurm_cluster_name",  # slurm.cluster_name; unconfigured: the cluster sacctmgr knows as its own
 }
 
 

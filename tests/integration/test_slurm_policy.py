@@ -1,0 +1,211 @@
+"""Slurm itself enforces the platform's rules on a learner's own `sbatch` (a notebook terminal),
+with the real slurmctld, slurmdbd and MariaDB of the embedded cluster, and cgroups.
+
+learner1 is in `learners` (profiles cpu-small and gpu-h200-1), trainer1 in `trainers` (also the
+two-GPU gpu-h200-2). Everything is submitted as the user, as their terminal would.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from assessments.gradebook.db import open_gradebook
+from assessments.gradebook.enrolment import Enrolment
+from assessments.gradebook.slurm_associations import CourseAssociations
+from hub import slurm_cluster
+from spawners.slurm_accounts import SlurmAccounts
+
+from ..support import wait_for
+
+pytestmark = pytest.mark.integration
+
+QOS1, QOS2 = "academy-gpu-h200-1", "academy-gpu-h200-2"
+
+
+@pytest.fixture(scope="module")
+def users(base_config, slurm_cluster_up, demo_credentials):
+    """The demo users' own-work associations, as `academy up` makes them."""
+    slurm_cluster.apply_policy(base_config, base_config["demo"]["users"])
+    return base_config["demo"]["users"]
+
+
+def sbatch(user: str, *args: str, test_only: bool = True, script: str = "sleep 1") -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", user, "--", "sbatch", "--parsable", *(["--test-only"] if test_only else []),
+                           *args, "--wrap", script], capture_output=True, text=True, cwd="/tmp", timeout=60)
+
+
+def refusal(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0, f"Slurm accepted it: {result.stdout} {result.stderr}"
+    return result.stderr
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def sacct_state(job_id: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True).stdout
+    return out.strip().split(" ")[0] if out.strip() else ""
+
+
+def run_job(user: str, *args: str, script: str, timeout: float = 60) -> tuple[str, str]:
+    """Submit as `user`, wait for the end; (final state in sacct, the job's output)."""
+    out = Path(f"/tmp/academy-policy-{user}-{time.monotonic_ns()}.out")
+    result = sbatch(user, f"--output={out}", "--time=2", *args, test_only=False, script=script)
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip().split(";")[0]
+    final = ("COMPLETED", "FAILED", "OUT_OF_MEMORY", "CANCELLED", "TIMEOUT")
+    state = wait_for(lambda: (sacct_state(job) if sacct_state(job).startswith(final) else ""), 90,
+                     what=f"job {job} to end")
+    text = out.read_text() if out.exists() else ""
+    out.unlink(missing_ok=True)
+    return state, text
+
+
+def test_a_learner_cannot_use_the_operators_partition(users):
+    # the try that cancelled another learner's GPU session within 4 s before Slurm knew better
+    assert "User's group not permitted to use this partition" in refusal(
+        sbatch("learner1", "-p", "urgent", "--gres=gpu:h200:4"))
+
+
+def test_a_learner_gets_no_more_than_their_profiles_allow(users):
+    assert "accounting/QOS policy" in refusal(sbatch("learner1", "-p", "gpu", "--gres=gpu:h200:4"))
+    assert "accounting/QOS policy" in refusal(sbatch("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:2"))
+    # over the profile's walltime (2 h), memory (16G) and cores (4)
+    for over in (["-t", "04:00:00"], ["--mem=32G"], ["-c", "8"]):
+        assert "accounting/QOS policy" in refusal(sbatch("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:1", *over))
+    # the trainers-only profile's QOS, Slurm's unlimited `normal`, another account
+    assert "Invalid qos specification" in refusal(sbatch("learner1", "-p", "gpu", "-q", QOS2, "--gres=gpu:h200:2"))
+    assert "Invalid qos specification" in refusal(sbatch("learner1", "-q", "normal"))
+    assert "Invalid account" in refusal(sbatch("learner1", "-A", "root"))
+    # what the form allows, Slurm allows: a one-GPU job in the profile's bounds, a small CPU job
+    ok = sbatch("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:1", "-t", "30", "--mem=8G", "-c", "4")
+    assert ok.returncode == 0, ok.stderr
+    assert sbatch("learner1", "--mem=1G").returncode == 0
+
+
+def test_a_trainer_may_use_the_trainers_profile(users):
+    ok = sbatch("trainer1", "-p", "gpu", "-q", QOS2, "--gres=gpu:h200:2", "-t", "30")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_user_without_an_association_can_submit_nothing(users, tmp_path):
+    subprocess.run(["useradd", "--create-home", "academy-stranger"], capture_output=True)
+    try:
+        assert "Invalid account" in refusal(sbatch("academy-stranger", "--mem=100M"))
+    finally:
+        subprocess.run(["userdel", "--remove", "academy-stranger"], capture_output=True)
+
+
+def test_a_job_over_its_memory_ends_out_of_memory(users):
+    state, _ = run_job("learner1", "--mem=100M",
+                       script="python3 -c 'x = bytearray(400 * 2**20); print(\"survived\")'")
+    assert state == "OUT_OF_MEMORY"
+
+
+def test_a_job_uses_only_its_cores(users):
+    state, text = run_job("learner1", "-c", "1", "--mem=100M",
+                          script="nproc; grep Cpus_allowed_list /proc/self/status")
+    assert state == "COMPLETED", text
+    lines = text.split("\n")
+    assert lines[0] == "1", text
+    assert len(lines[1].split()[-1].split(",")) == 1 and "-" not in lines[1].split()[-1], text
+
+
+OPEN_EVERY_GPU = """python3 - <<'PY'
+import errno, glob
+for path in sorted(glob.glob("/dev/academy-gpu*")):
+    try:
+        open(path).close()
+        print(path, "opened")
+    except OSError as e:
+        print(path, errno.errorcode[e.errno])
+PY"""
+
+
+def test_a_one_gpu_job_can_open_only_its_own_gpu(users, base_config):
+    state, text = run_job("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:1", "--mem=200M", script=OPEN_EVERY_GPU)
+    assert state == "COMPLETED", text
+    results = dict(line.split() for line in text.strip().splitlines())
+    assert len(results) == base_config["slurm"]["gpus"], text
+    # its own: the devices cgroup lets it through, and no driver answers (a stand-in GPU); the others: denied
+    assert sorted(results.values()) == ["ENXIO"] + ["EPERM"] * (len(results) - 1), text
+    assert errno.ENXIO != errno.EPERM
+
+
+def test_learners_see_only_their_own_jobs(users):
+    job = sbatch("learner1", "--mem=100M", "-t", "2", test_only=False, script="sleep 60").stdout.strip().split(";")[0]
+    try:
+        wait_for(lambda: job_fields(job).get("JobState") in ("RUNNING", "PENDING"), 20)
+        mine = subprocess.run(["runuser", "-u", "learner1", "--", "squeue", "-h", "-o", "%i"], capture_output=True,
+                              text=True).stdout.split()
+        theirs = subprocess.run(["runuser", "-u", "learner2", "--", "squeue", "-h", "-o", "%i"], capture_output=True,
+                                text=True).stdout.split()
+        assert job in mine and job not in theirs
+        seen = subprocess.run(["runuser", "-u", "learner2", "--", "sacct", "-n", "-X", "-a", "-o", "JobID"],
+                              capture_output=True, text=True).stdout.split()
+        assert job not in seen
+    finally:
+        subprocess.run(["scancel", job])
+
+
+class GroupsOnly:
+    """The one thing the association sync asks the hub: its users and their groups."""
+
+    def __init__(self, groups: dict[str, list[str]]):
+        self.groups = groups
+
+    def items(self, path: str):
+        assert path == "/users"
+        return [{"name": n, "groups": g} for n, g in self.groups.items()]
+
+
+def test_enrolment_gives_a_course_association_and_unenrolment_ends_it(users, base_config, tmp_path):
+    course = "policy-test-101"
+    account = f"academy-{course}"
+    enrolment = Enrolment(open_gradebook(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"))
+    associations = CourseAssociations.from_config(base_config)
+    hub = GroupsOnly({"learner1": ["learners"]})
+    enrolment.add(course, "learner1", "learner")
+    changed = associations.sync(hub, enrolment, {course})
+    assert changed["set"] == [("learner1", account)]
+    assoc = SlurmAccounts().associations(["learner1"])[("learner1", account)]
+    assert assoc.qos == {"academy-cpu-small", QOS1} and assoc.default_qos == "academy-cpu-small"
+    assert sbatch("learner1", "-A", account, "--mem=100M").returncode == 0
+
+    running = sbatch("learner1", "-A", account, "--mem=100M", "-t", "5", test_only=False, script="sleep 300")
+    job = running.stdout.strip().split(";")[0]
+    wait_for(lambda: job_fields(job).get("JobState") == "RUNNING", 30)
+    enrolment.remove(course, "learner1")
+    assert associations.sync(hub, enrolment, {course})["removed"] == [("learner1", account)]
+    assert ("learner1", account) not in SlurmAccounts().associations(["learner1"])
+    assert "Invalid account" in refusal(sbatch("learner1", "-A", account, "--mem=100M"))
+    assert sacct_state(job).startswith("CANCELLED")   # their job on the course's account ended with it
+    # nothing more to do, and another gradebook's people are not this one's to remove
+    assert associations.sync(hub, enrolment, {course}) == {"set": [], "removed": []}
+
+
+def test_slurm_check_reads_a_cluster_and_names_what_is_missing(users, base_config):
+    from hub.slurm_check import check
+
+    assert [f.what for f in check(base_config) if not f.ok] == []
+    cpu_small, *gpu_profiles = base_config["profiles"]
+    cfg = {**base_config, "profiles": [
+        {**cpu_small, "cpus": 1},                                          # other limits than its QOS holds
+        *gpu_profiles,
+        {**gpu_profiles[0], "key": "gpu-check-test", "partition": "nope"},  # no QOS, no partition
+    ]}
+    before = subprocess.run(["sacctmgr", "-n", "-P", "show", "qos"], capture_output=True, text=True).stdout
+    missing = {f.what.split(" (")[0]: f for f in check(cfg) if not f.ok}
+    assert set(missing) == {"partition nope", "QOS academy-gpu-check-test", "QOS academy-cpu-small"}
+    assert "sacctmgr add qos academy-gpu-check-test" in missing["QOS academy-gpu-check-test"].fix
+    assert "MaxTRESPerJob: cpu=2,gres/gpu=0,mem=4G -> cpu=1,mem=4096M,gres/gpu=0" in \
+        [f.what for f in check(cfg) if f.what.startswith("QOS academy-cpu-small")][0]
+    after = subprocess.run(["sacctmgr", "-n", "-P", "show", "qos"], capture_output=True, text=True).stdout
+    assert after == before   # it only reads

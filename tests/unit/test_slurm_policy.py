@@ -1,0 +1,101 @@
+"""The platform's rules as Slurm policy, without Slurm: names, QOS limits, who gets which QOS,
+what reaches sbatch and slurm.conf. tests/integration/test_slurm_policy.py tries them on Slurm."""
+
+import pytest
+
+from hub import slurm_cluster
+from hub.config import load
+from spawners.batch_script import BatchScriptValues, render_batch_script
+from spawners.options import validate_user_options
+from spawners.profiles import parse_profiles
+from spawners.session_account import charge
+from spawners.slurm_accounts import AccountingError, SlurmAccounts
+from spawners.slurm_policy import Policy
+
+CFG = load()
+POLICY = Policy.from_config(CFG)
+PROFILES = {p.key: p for p in parse_profiles(CFG["profiles"])}
+
+
+def test_courses_and_own_work_have_their_accounts():
+    assert POLICY.account_for("llm-101") == "academy-llm-101"
+    assert POLICY.account_for("") == "academy-own"
+
+
+def test_a_profiles_qos_caps_a_job_at_the_profile_and_a_user_at_its_gpus():
+    q = POLICY.qos_settings(PROFILES["gpu-h200-1"])
+    assert q["MaxTRESPerJob"] == "cpu=4,mem=16384M,gres/gpu=1"
+    assert q["MaxTRESPerUser"] == "gres/gpu=1"
+    assert q["MaxWall"] == "02:00:00"
+    assert q["Flags"] == "DenyOnLimit"   # refused at submission with the reason, not left pending
+    assert POLICY.qos_settings(PROFILES["cpu-small"])["MaxTRESPerJob"] == "cpu=2,mem=4096M,gres/gpu=0"
+
+
+def test_users_get_the_qos_of_the_profiles_their_groups_allow():
+    assert POLICY.qos_for_groups(PROFILES.values(), ["learners"]) == ["academy-cpu-small", "academy-gpu-h200-1"]
+    assert POLICY.qos_for_groups(PROFILES.values(), ["trainers"])[-1] == "academy-gpu-h200-2"
+    assert POLICY.qos_for_groups(PROFILES.values(), ["visitors"]) == []
+
+
+@pytest.mark.parametrize("memory, mb", [("4G", 4096), ("16000M", 16000), ("1024", 1024), ("1T", 1048576),
+                                        ("2048K", 2)])
+def test_profile_memory_in_mb(memory, mb):
+    raw = {**CFG["profiles"][0], "memory": memory}
+    assert parse_profiles([raw])[0].memory_mb == mb
+
+
+def test_a_session_is_charged_to_its_course_with_its_profiles_qos():
+    request = validate_user_options({"profile": "gpu-h200-1", "walltime": "30", "course": "hpc-101"},
+                                    list(PROFILES.values()), ["hpc-101"])
+    account, qos = charge(POLICY, request)
+    assert (account, qos) == ("academy-hpc-101", "academy-gpu-h200-1")
+    values = BatchScriptValues(job_name="academy-nb-learner1", homedir="/home/learner1", comment="academy:learner1:x",
+                               notebook_env="/opt/academy/venv-notebook", account=account, qos=qos)
+    lines = render_batch_script(values, request).splitlines()
+    assert "#SBATCH --account=academy-hpc-101" in lines and "#SBATCH --qos=academy-gpu-h200-1" in lines
+    bare = BatchScriptValues(job_name="academy-nb-learner1", homedir="/home/learner1", comment="academy:learner1:x",
+                             notebook_env="/opt/academy/venv-notebook")
+    assert not any(line.startswith(("#SBATCH --account", "#SBATCH --qos")) for line in
+                   render_batch_script(bare, request).splitlines())
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: a.set_association("learner1 account=root", "academy-own", ["x"], "x"),
+    lambda a: a.remove_association("learner1", "academy-own where name=root"),
+    lambda a: a.ensure_account("academy-x", "academy", "a course", ["qos,normal=1"], "x"),
+])
+def test_nothing_unsafe_reaches_sacctmgr(call):
+    with pytest.raises(AccountingError, match="safely"):
+        call(SlurmAccounts(bin_dir="/nonexistent"))
+
+
+def test_slurm_conf_enforces_accounting_cgroups_and_privacy():
+    conf = slurm_cluster.render_slurm_conf(CFG, cgroups=True)
+    for line in ("AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageEnforce=associations,limits,qos,safe",
+                 "AccountingStorageTRES=gres/gpu", "PrivateData=jobs,usage", "TaskPlugin=task/cgroup",
+                 "ProctrackType=proctrack/cgroup"):
+        assert line in conf.splitlines()
+    urgent = next(line for line in conf.splitlines() if line.startswith("PartitionName=urgent"))
+    assert "AllowGroups=academy-ops" in urgent
+    assert "AllowGroups" not in next(line for line in conf.splitlines() if line.startswith("PartitionName=gpu"))
+    without = slurm_cluster.render_slurm_conf(CFG, cgroups=False)
+    assert "TaskPlugin=task/none" in without and "NOT enforced" in without
+
+
+def test_cgroup_controllers_are_probed_by_making_a_group(tmp_path):
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "cpuset").mkdir()
+    assert slurm_cluster.cgroup_controllers(tmp_path) == {"memory": True, "cpuset": True, "devices": False,
+                                                          "freezer": False}
+
+
+def test_slurm_check_wants_a_preempting_partition_closed_to_learners():
+    from hub.slurm_check import _partition_findings
+
+    profiles = list(PROFILES.values())
+    parts = {"cpu": {"PriorityTier": "1"}, "gpu": {"PriorityTier": "1"},
+             "urgent": {"PriorityTier": "10", "AllowGroups": "ALL", "AllowAccounts": "ALL"}}
+    urgent = [f for f in _partition_findings(parts, profiles) if f.what.startswith("partition urgent")]
+    assert len(urgent) == 1 and not urgent[0].ok and "AllowGroups" in urgent[0].fix
+    parts["urgent"]["AllowGroups"] = "academy-ops"
+    assert all(f.ok for f in _partition_findings(parts, profiles))
