@@ -180,6 +180,8 @@ PROGRESS = _section("the progress service (learner and trainer dashboards)", {
     "port": _(_port, "its port, on the hub's address"),
     "auth_cache_s": {"type": "number", "minimum": 0, "maximum": 3600,
                      "description": "seconds the hub's answer about a token is reused, 0 to 3600"},
+    "accounting_interval": _within("number", 0, 86400, "seconds between the batched sacct calls that close ended "
+                                   "sessions with Slurm's figures (GPU-hours); 0 for never"),
 })
 
 DEMO = _section("demo accounts: real Unix users with generated passwords; disable in production", {

@@ -33,7 +33,8 @@ SERVICE_CONFIG = {
     },
     PROGRESS: {
         "hub": ("state_dir", "public_url"),   # its SQLite and key beside the hub's; certificate links
-        "progress": ("database", "auth_cache_s"),
+        "progress": ("database", "auth_cache_s", "accounting_interval"),
+        "slurm": ("bin_dir",),                 # sacct: GPU-hours from Slurm's accounting
         # The gradebook's enrolment decides who sees what, read on every request as the exchange does
         # (gradebook.db.url_from_config reads these two).
         "assessments": ("root", "database"),

@@ -312,11 +312,11 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         """The session's end for the progress records, once, however it ended."""
         if self.session_started_at:
             self._session_event("session_stopped", duration_s=round(max(0.0, time.time() - self.session_started_at), 1),
-                                reason=self.end_reason or "stopped")
+                                reason=(self.end_reason or "stopped").replace("_", "-"))
             self.session_started_at = 0.0
 
     _following_end: asyncio.Future | None = None
-    end_reason = ""  # how the last session ended: a Slurm state in lower case, "requeued", or "stopped by the hub"
+    end_reason = ""  # how the last session ended: a Slurm state in lower case, "requeued", or "stopped-by-hub"
 
     def accept_end_report(self) -> bool:
         """Called by the end-report handler: follow the job's end closely; False if there is
@@ -420,7 +420,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         session_token.revoke(self)
         if not self.job_id:
             return
-        self.end_reason = self.end_reason or "stopped by the hub"
+        self.end_reason = self.end_reason or "stopped-by-hub"
         self._record_stop()
         self.log.info("Stopping job %s of %s", self.job_id, self.user.name)
         cancelled = await self.cancel_batch_job()

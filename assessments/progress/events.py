@@ -93,7 +93,11 @@ TYPES: dict[str, Spec] = {
     # The spawner, when the session's server is up and when it has ended (duration: wall time used).
     "session_started": Spec(("user",), ("course",), {"session": session_id, "profile": slug, "gpus": gpu_count}),
     "session_stopped": Spec(("user",), ("course",), {"session": session_id, "profile": slug, "gpus": gpu_count,
-                                                     "duration_s": duration}),
+                                                     "duration_s": duration}, {"reason": slug}),
+    # Slurm's accounting (sacct), once the job has ended: what counts, however the session ended.
+    "session_accounted": Spec(("user",), ("course",), {"session": session_id, "profile": slug, "gpus": gpu_count,
+                                                       "duration_s": duration, "started_at": epoch, "ended_at": epoch,
+                                                       "state": slug}),
     # The exchange and the grader.
     "assignment_released": Spec(("course", "assignment"), (), {"due_at": epoch, "max_score": _graded["max_score"]}),
     "assignment_fetched": Spec(_item),

@@ -173,8 +173,14 @@ def _fold_sessions(conn: sa.Connection, new: list[Event]) -> None:
         described = {"user": e.user, "course": e.course or "", "profile": p["profile"], "gpus": p["gpus"]}
         if row is None:
             row = rows[key] = {"session": p["session"], **described, "started_at": None, "stopped_at": None,
-                               "duration_s": None, "gpu_seconds": 0.0}
-        if e.type == "session_started":
+                               "duration_s": None, "gpu_seconds": 0.0, "end_state": None, "accounted": False}
+        if e.type == "session_accounted":
+            # Slurm's own account of the job (sacct) wins over the spawner's, whatever came first.
+            row.update(described, started_at=p["started_at"], stopped_at=p["ended_at"], duration_s=p["duration_s"],
+                       gpu_seconds=p["gpus"] * p["duration_s"], end_state=p["state"], accounted=True)
+        elif row["accounted"]:
+            pass
+        elif e.type == "session_started":
             row["started_at"] = _min(row["started_at"], e.occurred_at)
         elif row["stopped_at"] is None or (e.occurred_at, p["duration_s"]) > (row["stopped_at"], row["duration_s"]):
             # The (latest) stop is what counts: its own account of the session's GPUs and length.

@@ -110,6 +110,8 @@ sessions = sa.Table(
     sa.Column("stopped_at", TIME),
     sa.Column("duration_s", sa.Float),
     sa.Column("gpu_seconds", sa.Float, nullable=False),     # gpus x duration, once stopped
+    sa.Column("end_state", sa.String(32)),                  # Slurm's final state (sacct), once accounted
+    sa.Column("accounted", sa.Boolean, nullable=False, server_default=sa.false()),  # figures from sacct
     sa.Index(None, "user", "course"),
 )
 

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from ..service.base import SLUG, USER, ServiceHandler, make_application, refusal, serve, service_config
 from ..service.security import OAuthCallback
-from . import certificates, completion, db, events as ev, queries
+from . import certificates, completion, db, events as ev, queries, slurm_usage
 
 log = logging.getLogger("academy.progress")
 NAME = "academy-progress"
@@ -236,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     serve(app, MAX_BODY, log, "progress")
     log.info("progress database %s", sa.engine.make_url(db.normalize_url(url)).render_as_string())
+    interval, bin_dir = cfg["progress"].get("accounting_interval", 0), cfg.get("slurm", {}).get("bin_dir", "")
+    if interval:  # GPU-hours from Slurm's accounting (slurm_usage.py)
+        IOLoop.current().add_callback(slurm_usage.keep_reconciling, engine, interval,
+                                      f"{bin_dir.rstrip('/')}/sacct" if bin_dir else "")
     IOLoop.current().start()
     return 0
 

@@ -37,7 +37,7 @@ exec /usr/bin/{tool} "$@"
 
 
 class SlurmFaults:
-    """A directory of sbatch/squeue/scancel wrappers and their mode files."""
+    """A directory of Slurm command wrappers (a site's slurm.bin_dir holds them all) and their mode files."""
 
     def __init__(self):
         # Learners run sbatch from here through sudo, so the tree must be traversable by them.
@@ -45,7 +45,7 @@ class SlurmFaults:
         self.bin, self.modes = self.root / "bin", self.root / "modes"
         self.bin.mkdir()
         self.modes.mkdir()
-        for tool in ("sbatch", "squeue", "scancel"):
+        for tool in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr"):
             path = self.bin / tool
             path.write_text(WRAPPER.format(tool=tool, modes=self.modes))
             path.chmod(0o755)
@@ -95,8 +95,8 @@ def reachable(hub, user: HubUser) -> bool:
 
 def test_pending_at_timeout_is_cancelled_with_the_reason_and_a_smaller_profile(make_hub, demo_credentials):
     hub = fast_hub(make_hub, pending_timeout=15)
-    # Someone else holds all four GPUs.
-    blocker = subprocess.run(["sudo", "-u", "trainer1", "sbatch", "--parsable", "--partition=gpu",
+    # Someone else holds all four GPUs (an operator: no learner's or trainer's QOS allows four).
+    blocker = subprocess.run(["sbatch", "--parsable", "--partition=gpu",
                               "--gres=gpu:h200:4", "--time=5", "--mem=1G", "--output=/dev/null",
                               "--wrap=sleep 300"],
                              capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
@@ -205,7 +205,7 @@ def test_reaper_cancels_platform_jobs_without_a_hub_record_and_leaves_others(mak
                             check=True, cwd="/tmp").stdout.strip()
     unrelated = subprocess.run(submit, capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
     try:
-        assert wait_for(lambda: squeue("--jobs", orphan)[0]["state"] not in ("PENDING", "RUNNING"), 20)
+        assert wait_for(lambda: squeue("--jobs", orphan)[0]["state"] not in ("PENDING", "RUNNING", "COMPLETING"), 20)
         assert squeue("--jobs", orphan)[0]["state"] == "CANCELLED"
         assert squeue("--jobs", unrelated)[0]["state"] in ("PENDING", "RUNNING")
         assert f"job {orphan}" in hub.log and "has no hub record" in hub.log

@@ -209,3 +209,56 @@ def test_slurm_check_reads_a_cluster_and_names_what_is_missing(users, base_confi
         [f.what for f in check(cfg) if f.what.startswith("QOS academy-cpu-small")][0]
     after = subprocess.run(["sacctmgr", "-n", "-P", "show", "qos"], capture_output=True, text=True).stdout
     assert after == before   # it only reads
+
+
+def test_gpu_hours_come_from_slurms_accounting_however_a_session_ends(users, tmp_path):
+    from assessments.progress import db as progress_db
+    from assessments.progress import events as ev
+    from assessments.progress.models import gpu_usage, sessions
+    from assessments.progress.outbox import stable_id
+    from assessments.progress.slurm_usage import reconcile
+
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'progress.sqlite'}"
+    progress_db.upgrade(url)
+    engine = progress_db.engine_for(url)
+    finished = sbatch("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:1", "--mem=100M", "-t", "2",
+                      test_only=False, script="sleep 3").stdout.strip()
+    cancelled = sbatch("learner1", "-p", "gpu", "-q", QOS1, "--gres=gpu:h200:1", "--mem=100M", "-t", "2",
+                       test_only=False, script="sleep 120").stdout.strip()
+
+    def started(job: str) -> dict:   # what the spawner sends when the session's server is up
+        return {"id": stable_id("session_started", job), "type": "session_started", "occurred_at": time.time(),
+                "user": "learner1", "course": "hpc-101",
+                "payload": {"session": f"academy-{job}", "profile": "gpu-h200-1", "gpus": 1}}
+
+    with engine.begin() as conn:
+        ev.ingest(conn, [started(finished), started(cancelled)])
+    wait_for(lambda: job_fields(cancelled).get("JobState") == "RUNNING", 30)
+    time.sleep(2)
+    subprocess.run(["scancel", cancelled], check=True)   # behind the hub's back: no stop event ever comes
+    wait_for(lambda: sacct_state(finished) == "COMPLETED" and sacct_state(cancelled).startswith("CANCELLED"), 60)
+    assert reconcile(engine) == 2
+    assert reconcile(engine) == 0   # accounted once
+
+    with engine.connect() as conn:
+        rows = {r.session: r for r in conn.execute(sa.select(sessions))}
+        usage = conn.execute(sa.select(gpu_usage)).one()
+    for job, state in ((finished, "completed"), (cancelled, "cancelled")):
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, "-o", "ElapsedRaw,AllocTRES"], capture_output=True,
+                             text=True).stdout.strip()
+        elapsed, tres = out.split("|")
+        row = rows[f"academy-{job}"]
+        assert (row.end_state, row.accounted, row.duration_s) == (state, True, float(elapsed))
+        assert "gres/gpu=1" in tres and row.gpu_seconds == float(elapsed) and row.stopped_at is not None
+    assert (usage.user, usage.course, usage.sessions) == ("learner1", "hpc-101", 2)
+    assert usage.gpu_seconds == sum(r.gpu_seconds for r in rows.values())
+    # a late stop event of the spawner's own does not override Slurm's figures
+    with engine.begin() as conn:
+        ev.ingest(conn, [{"id": stable_id("session_stopped", finished), "type": "session_stopped",
+                          "occurred_at": time.time(), "user": "learner1", "course": "hpc-101",
+                          "payload": {"session": f"academy-{finished}", "profile": "gpu-h200-1", "gpus": 1,
+                                      "duration_s": 9999.0}}])
+        assert conn.execute(sa.select(sessions.c.gpu_seconds).where(
+            sessions.c.session == f"academy-{finished}")).scalar() == rows[f"academy-{finished}"].gpu_seconds

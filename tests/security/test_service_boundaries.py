@@ -260,9 +260,10 @@ def test_each_running_service_holds_only_its_own_part_of_the_config(cohort):
     assert "db_url" not in exchange["hub"] and "db_url" not in progress["hub"]      # the hub's database
     assert "database" not in exchange["progress"]                                   # the progress service's
     # The progress service reads the gradebook's enrolment (who teaches what): where that database is,
-    # and nothing else of the assessments (no submission limits, no grading settings, no notebook env).
-    assert set(progress) == {"hub", "progress", "assessments"}
-    assert set(progress["assessments"]) == {"root", "database"}
+    # and nothing else of the assessments (no submission limits, no grading settings, no notebook env);
+    # of Slurm, where sacct is (GPU-hours from its accounting).
+    assert set(progress) == {"hub", "progress", "assessments", "slurm"}
+    assert set(progress["assessments"]) == {"root", "database"} and set(progress["slurm"]) == {"bin_dir"}
     assert set(progress["hub"]) == {"state_dir", "public_url"} and progress["hub"]["public_url"].startswith("http")
     assert "demo" not in exchange and "demo" not in progress                         # nor the demo passwords' file
     assert exchange == json.loads(json.dumps(service_config(cohort.cfg, EXCHANGE)))

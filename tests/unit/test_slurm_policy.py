@@ -99,3 +99,18 @@ def test_slurm_check_wants_a_preempting_partition_closed_to_learners():
     assert len(urgent) == 1 and not urgent[0].ok and "AllowGroups" in urgent[0].fix
     parts["urgent"]["AllowGroups"] = "academy-ops"
     assert all(f.ok for f in _partition_findings(parts, profiles))
+
+
+def test_sacct_lines_become_usage_of_ended_jobs_only():
+    from assessments.progress.slurm_usage import job_id_of, parse_sacct
+
+    text = ("777|CANCELLED by 0|2026-12-06T01:39:29|2026-12-06T01:39:37|8|billing=8,cpu=8,gres/gpu=2,mem=32G,node=1\n"
+            "780|COMPLETED|2026-12-06T01:41:17|2026-12-06T01:41:22|5|billing=1,cpu=1,mem=4G,node=1\n"
+            "781|RUNNING|2026-12-06T01:41:17|Unknown|3|billing=1,cpu=1,gres/gpu=1,node=1\n"
+            "782|PREEMPTED|2026-12-06T01:41:00|2026-12-06T01:42:00|60|gres/gpu=4\n")
+    usage = parse_sacct(text)
+    assert sorted(usage) == ["777", "780", "782"]   # 781 still runs
+    assert (usage["777"].state, usage["777"].gpus, usage["777"].elapsed_s) == ("CANCELLED", 2, 8)
+    assert usage["777"].ended_at - usage["777"].started_at == 8
+    assert usage["780"].gpus == 0 and usage["782"].state == "PREEMPTED"
+    assert job_id_of("academy-777") == "777" and job_id_of("sec13-12") == "12" and job_id_of("nojob") == ""
