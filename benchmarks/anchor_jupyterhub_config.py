@@ -7,7 +7,7 @@
 # - the same authentication as the academy hub (PAM, no PAM session), the same users;
 # - the session environment the learners can execute, /opt/academy/venv-anchor (stock
 #   packages, batchspawner installed there: stock runs `srun batchspawner-singleuser ...`);
-# - the `cpu` partition;
+# - the `cpu` partition (session_end.py: also the GPU partition, a QOS and a walltime);
 # - the same start_timeout / http_timeout as the academy hub in each benchmark.
 # scheduler_load.py also sets a stand-in server (BENCH_SESSION_CMD) and points the stock
 # status query at a counting wrapper (BENCH_SQUEUE), with stock's default arguments.
@@ -40,7 +40,12 @@ c.Authenticator.allowed_users = set(filter(None, env.get("BENCH_USERS", "").spli
 
 # the spawner: stock, default settings
 c.JupyterHub.spawner_class = "batchspawner.SlurmSpawner"
-c.SlurmSpawner.req_partition = "cpu"
+c.SlurmSpawner.req_partition = env.get("BENCH_PARTITION", "cpu")
+# session_end.py: the same request as ours' benchmark profile (GPU, QOS, a short walltime)
+if env.get("BENCH_OPTIONS"):
+    c.SlurmSpawner.req_options = env["BENCH_OPTIONS"]
+if env.get("BENCH_RUNTIME"):
+    c.SlurmSpawner.req_runtime = env["BENCH_RUNTIME"]
 c.Spawner.cmd = [env.get("BENCH_SESSION_CMD") or os.path.join(anchor_env, "bin", "jupyterhub-singleuser")]
 c.SlurmSpawner.batchspawner_singleuser_cmd = os.path.join(anchor_env, "bin", "batchspawner-singleuser")
 c.Spawner.start_timeout = int(env.get("BENCH_START_TIMEOUT", "300"))

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
 from hub import config as academy_config  # noqa: E402
-from hub import hub_process  # noqa: E402
+from hub import hub_process, slurm_cluster  # noqa: E402
 from spawners.hub_api import HubAPI, HubAPIError  # noqa: E402
 from tests.support import HubUser, free_port  # noqa: E402 - the tests' own helpers, not copies
 
@@ -52,6 +53,10 @@ BENCH_CLUSTER_TAG = "bench"
 BENCH_PROFILE = {
     "key": "bench-1cpu", "display": "Benchmark: 1 core, 1 GB", "partition": "cpu", "cpus": 1,
     "memory": "1G", "walltime_default": "01:00:00", "walltime_max": "04:00:00", "groups": ["bench"],
+}
+BENCH_GPU_PROFILE = {
+    "key": "bench-1gpu", "display": "Benchmark: 1 GPU, 1 core, 1 GB", "partition": "gpu", "gres": "gpu:h200:1",
+    "cpus": 1, "memory": "1G", "walltime_default": "00:30:00", "walltime_max": "01:00:00", "groups": ["bench"],
 }
 
 
@@ -152,6 +157,12 @@ def ensure_users(n: int) -> dict[str, str]:
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
         creds[name] = secrets.token_urlsafe(12)
     subprocess.run(["chpasswd"], input="".join(f"{u}:{p}\n" for u, p in creds.items()), text=True, check=True)
+    # Their Slurm associations (own work, the benchmark profile's QOS), as an operator makes them for
+    # any cluster user: stock batchspawner's sbatch needs one as much as ours does.
+    cfg = academy_config.load()
+    cfg = {**cfg, "profiles": [*cfg["profiles"], BENCH_PROFILE, BENCH_GPU_PROFILE]}
+    slurm_cluster.apply_policy(cfg)   # the benchmark profile's QOS
+    slurm_cluster.apply_policy(cfg, {u: ["bench"] for u in creds})
     return creds
 
 
@@ -326,6 +337,28 @@ class AnchorHub(BenchHub):
                 self.proc.kill()
                 self.proc.wait()
         _kill_pidfile(self.state / "jupyterhub-proxy.pid")
+
+
+def prepare_run(n_users: int, prefix: str) -> tuple[dict[str, str], list[str], Path]:
+    """What every benchmark does first: root, signal handlers, its users (no job left), a state root;
+    (credentials, user names, root)."""
+    require_root()
+    install_signal_handlers()
+    creds = ensure_users(n_users)
+    users = bench_users(n_users)
+    cancel_user_jobs(users)
+    root = make_root(prefix)
+    log(f"state and logs under {root}")
+    return creds, users, root
+
+
+def in_threads(fn, items) -> None:
+    """fn(item) for every item at once, each in a thread; returns when all have."""
+    threads = [threading.Thread(target=fn, args=(item,), daemon=True) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def make_root(prefix: str) -> Path:
@@ -503,13 +536,13 @@ def make_standin_env(root: Path) -> tuple[Path, Path]:
 
 
 def make_counting_slurm_bin(root: Path) -> tuple[Path, Path]:
-    """A directory of sbatch/squeue/scancel wrappers that log each call and exec the real one."""
+    """A directory of Slurm command wrappers that log each call and exec the real one (slurm.bin_dir: all of them)."""
     bindir = root / "slurm-bin"
     bindir.mkdir(parents=True, exist_ok=True)
     calls = root / "slurm-calls.log"
     calls.touch()
     calls.chmod(0o666)  # stock batchspawner runs squeue as the learner (sudo -E -u)
-    for name in ("sbatch", "squeue", "scancel"):
+    for name in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr"):
         real = shutil.which(name, path="/usr/bin:/bin") or f"/usr/bin/{name}"
         w = bindir / name
         w.write_text(f'#!/bin/bash\necho "$EPOCHREALTIME $UID {name} $*" >> {calls}\nexec {real} "$@"\n')

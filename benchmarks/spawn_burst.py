@@ -205,15 +205,8 @@ def main() -> int:
     parser.add_argument("--api-interval", type=float, default=0.1, help="hub API probe interval, s")
     parser.add_argument("--skip-floor", action="store_true", help="do not measure the bare-server floor")
     args = parser.parse_args()
-    common.require_root()
-    common.install_signal_handlers()
-
     started = time.monotonic()
-    creds = common.ensure_users(args.users)
-    users = common.bench_users(args.users)
-    common.cancel_user_jobs(users)
-    root = common.make_root("burst")
-    log(f"state and logs under {root}")
+    creds, users, root = common.prepare_run(args.users, "burst")
     floor: dict[str, list[dict]] = {"anchor": [], "ours": []}
     runs: dict[str, list[dict]] = {"anchor": [], "ours": []}
     failures: dict[str, list[str]] = {"anchor": [], "ours": []}

@@ -12,8 +12,9 @@ and proxy route work. Both hubs run this same file:
   project's entry point (the stand-in env names this file ``academy-singleuser``); like the entry
   point, it listens on a port of its own choosing and reports it to the hub itself.
 
-Standard library only, but for ours' port report, which is the project's own
-(``spawners.launcher.report_port``, installed in the notebook env).
+Standard library only, but for ours' port report and end report, which are the project's own
+(``spawners.launcher.report_port`` and ``spawners.singleuser.report_end``, installed in the
+notebook env): on SIGTERM ours tells the hub it is ending, as the entry point does.
 """
 
 import json
@@ -54,6 +55,14 @@ def address() -> tuple[str, int]:
     return host, port
 
 
+def on_sigterm(*_) -> None:
+    if REPORT_PORT_FLAG in sys.argv:  # ours: as spawners/singleuser.py's server does on SIGTERM
+        from spawners.singleuser import report_end
+
+        report_end(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    sys.exit(0)
+
+
 def main() -> None:
     server = ThreadingHTTPServer(address(), Handler)
     if REPORT_PORT_FLAG in sys.argv:
@@ -61,7 +70,7 @@ def main() -> None:
         from spawners.launcher import report_port
 
         report_port(server.server_address[1])
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, on_sigterm)
     print(f"standin_server listening on {server.server_address}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

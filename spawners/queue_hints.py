@@ -11,6 +11,7 @@ import asyncio
 import time
 from datetime import datetime
 
+from . import session_account
 from .batch_script import BatchScriptValues, render_batch_script
 from .options import SessionRequest
 from .slurm_client import SlurmError
@@ -114,10 +115,13 @@ async def _smaller_profile_suggestion(spawner) -> str:
     for p in spawner.allowed_profiles():
         if p.key == current.key or (p.gpus, p.cpus) >= (current.gpus, current.cpus):
             continue
+        request = SessionRequest(p, p.walltime_default_s, spawner.session_request.course)
+        # charged as the real start would be: the smaller profile's QOS, the same course's account
+        account, qos = session_account.charge(spawner.policy, request) if spawner.policy else ("", "")
         script = render_batch_script(
             BatchScriptValues(job_name=spawner.job_name(), homedir=spawner.homedir(), comment="test-only",
-                              notebook_env=spawner.notebook_env, server_argv=[]),
-            SessionRequest(p, p.walltime_default_s),
+                              notebook_env=spawner.notebook_env, server_argv=[], account=account, qos=qos),
+            request,
         )
         try:
             start = await spawner.slurm.test_only(script, as_user=spawner.user.name, env={"PATH": "/usr/bin:/bin"})
