@@ -13,7 +13,7 @@ def test_migrated_schema_equals_the_models(engine):
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": db.VERSION_TABLE})
         assert compare_metadata(context, models.metadata) == []
-        assert db.current_revision(conn) == "0002"
+        assert db.current_revision(conn) == "0003"
         tables = set(sa.inspect(conn).get_table_names())
     assert tables == {t.name for t in models.metadata.sorted_tables} | {db.VERSION_TABLE}
 
@@ -29,10 +29,24 @@ def test_upgrade_twice_is_harmless_and_leaves_the_hubs_alembic_version_alone(dat
     db.upgrade(database_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["hub-revision"]
-        assert db.current_revision(conn) == "0002"
+        assert db.current_revision(conn) == "0003"
     db.downgrade(engine, "base")
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) == {"alembic_version", db.VERSION_TABLE}
+    engine.dispose()
+
+
+def test_sessions_recorded_before_slurm_accounting_are_kept_and_wait_for_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    db.upgrade(url, "0002")
+    engine = db.engine_for(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO sessions (session, user, course, profile, gpus, started_at, gpu_seconds) "
+                             "VALUES ('academy-41', 'learner1', 'hpc-101', 'gpu-h200-1', 1, 1764979200, 0)")
+    db.upgrade(url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(models.sessions)).one()
+    assert (row.session, row.gpus, row.accounted, row.end_state) == ("academy-41", 1, False, None)
     engine.dispose()
 
 

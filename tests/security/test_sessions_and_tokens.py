@@ -82,6 +82,21 @@ def assert_revoked(hub, user: HubUser, token: str) -> None:
     assert server_tokens(user) == []
 
 
+def sacct_gpu_hours(job: str) -> float:
+    """The job's GPU-hours as Slurm's accounting has them: gres/gpu of AllocTRES times ElapsedRaw."""
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, "-o", "ElapsedRaw,AllocTRES"], capture_output=True,
+                         text=True).stdout.strip()
+    elapsed, tres = out.split("|")
+    gpus = next((int(v) for k, _, v in (t.partition("=") for t in tres.split(",")) if k == "gres/gpu"), 0)
+    return gpus * int(elapsed) / 3600
+
+
+def progress_gpu_hours(hub, user: HubUser) -> float:
+    me = requests.get(f"{hub.url}/services/academy-progress/api/me", headers={"Authorization": f"token {user.token}"},
+                      timeout=30).json()
+    return me["gpu_hours"]
+
+
 # --- tokens --------------------------------------------------------------------------------------
 
 def test_session_token_expires_with_the_walltime_and_dies_when_the_job_is_scancelled(fast_hub, demo_credentials):
@@ -119,6 +134,25 @@ def test_session_token_dies_when_the_job_is_preempted(fast_hub, demo_credentials
         assert_revoked(fast_hub, learner, token)
     finally:
         subprocess.run(["scancel", urgent], check=False)
+
+
+def test_a_session_ended_behind_the_hubs_back_is_known_in_seconds_and_counted_by_slurm(make_hub, base_config,
+                                                                                     demo_credentials):
+    # The platform's defaults: the hub polls, and squeue runs, every 30 s; Slurm's accounting is read every second.
+    hub = make_hub({"profiles": [*base_config["profiles"], ALL_GPUS], "slurm": {"cluster_name": "sec15"},
+                    "progress": {"accounting_interval": 1}})
+    learner, job = start_session(hub, demo_credentials, profile="gpu-all")
+    token = session_token(hub, learner)
+    before = progress_gpu_hours(hub, learner)
+    mark = hub.log_mark()
+    subprocess.run(["scancel", job], check=True)  # a learner in a terminal, an operator
+    # JupyterLab's server heard SIGTERM and told the hub, which confirmed the end with Slurm at once
+    assert wait_for(lambda: learner.server() is None, 15, what="the hub to show the server stopped")
+    assert f"Session of learner1 reports its end (job {job})" in mark.new_text()
+    assert_revoked(hub, learner, token)
+    # its GPU-hours are Slurm's: four GPUs times the job's elapsed time in sacct
+    want = round(before + sacct_gpu_hours(job), 4)
+    assert wait_for(lambda: abs(progress_gpu_hours(hub, learner) - want) < 1e-3, 20, what=f"{want} GPU-hours")
 
 
 def test_session_token_dies_when_the_job_ended_while_the_hub_was_down(fast_hub, demo_credentials):
