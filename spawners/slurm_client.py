@@ -167,6 +167,10 @@ class SlurmClient:
         out = await self.run([self._cmd("squeue"), "--noheader", f"--states={','.join(states)}", f"--format={format}"])
         return [line.strip().split("|") for line in out.splitlines() if line.strip()]
 
+    async def node_table(self, fields: str) -> str:
+        """sinfo's one line per node and partition, with these ``-O`` fields (e.g. 'NodeList:|,Gres:|')."""
+        return await self.run([self._cmd("sinfo"), "--Node", "--noheader", "-O", fields])
+
     async def job(self, job_id: str) -> JobInfo | None:
         return (await self.jobs([job_id])).get(job_id)
 
