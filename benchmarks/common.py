@@ -542,7 +542,7 @@ def make_counting_slurm_bin(root: Path) -> tuple[Path, Path]:
     calls = root / "slurm-calls.log"
     calls.touch()
     calls.chmod(0o666)  # stock batchspawner runs squeue as the learner (sudo -E -u)
-    for name in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr"):
+    for name in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr", "sinfo"):
         real = shutil.which(name, path="/usr/bin:/bin") or f"/usr/bin/{name}"
         w = bindir / name
         w.write_text(f'#!/bin/bash\necho "$EPOCHREALTIME $UID {name} $*" >> {calls}\nexec {real} "$@"\n')

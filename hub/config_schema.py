@@ -65,6 +65,8 @@ SESSIONS = _section("learners' sessions (Slurm jobs)", {
                         "description": "seconds in the queue before a start is cancelled; 0 for automatic "
                                        "(start_timeout - 30), at most 86400"},
     "monitor_interval": _within("number", 0.5, 600, "seconds between batched squeue calls"),
+    "cluster_view_interval": _within("number", 0.5, 3600, "seconds the spawn form's view of the cluster (free GPUs, "
+                                     "starts now, queue) is reused"),
     "monitor_max_interval": _within("number", 0.5, 3600, "longest wait between squeue calls while Slurm does not "
                                     "answer (the wait doubles from monitor_interval)"),
     "cancel_attempts": _within("integer", 1, 20, "scancel attempts when a session stops before its job is left "

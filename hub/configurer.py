@@ -120,6 +120,7 @@ def update_spawner(c, cfg: dict) -> None:
     sessions = cfg["sessions"]
     c.AcademySlurmSpawner.pending_timeout = float(sessions["pending_timeout"])
     c.AcademySlurmSpawner.monitor_interval = float(sessions["monitor_interval"])
+    c.AcademySlurmSpawner.cluster_view_interval = float(sessions["cluster_view_interval"])
     c.AcademySlurmSpawner.monitor_max_interval = float(sessions["monitor_max_interval"])
     c.AcademySlurmSpawner.cancel_attempts = sessions["cancel_attempts"]
     c.AcademySlurmSpawner.cancel_backoff = float(sessions["cancel_backoff"])

@@ -42,6 +42,7 @@ from traitlets import Any, Dict, Float, Integer, TraitError, Unicode, default, v
 
 from . import port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
+from .cluster_view import ClusterView
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
 from .slurm_accounts import AccountingError, SlurmAccounts
 from .slurm_client import JobInfo, SlurmClient, SlurmError
@@ -110,6 +111,10 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
              "or --qos (a cluster without accounting).",
     ).tag(config=True)
 
+    cluster_view_interval = Float(15.0, help="Seconds the spawn form's view of the cluster (free GPUs, queue) is "
+                                  "reused: one sinfo and one squeue per interval, however many open the form.",
+                                  ).tag(config=True)
+
     session_event_hook = Any(
         None, allow_none=True,
         help="Called as hook(spawner, kind, fields) when a session starts ('session_started') and stops "
@@ -163,6 +168,10 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
 
     def log_path(self) -> str:
         return os.path.join(self.homedir(), ".academy", "logs", f"session-{self.job_id}.log")
+
+    async def cluster_views(self, profiles) -> dict[str, dict]:
+        views = await ClusterView.shared(self.slurm, self.cluster_view_interval).views(profiles)
+        return {key: view.as_dict() for key, view in views.items()}
 
     @property
     def slurm(self) -> SlurmClient:

@@ -78,7 +78,11 @@ class SpawnOptions(HasTraits):
     def user_courses(self) -> list[str]:
         return courses_from_groups(self.user_groups())
 
-    def _render_options_form(self, spawner=None):
+    async def cluster_views(self, profiles: list[Profile]) -> dict[str, dict]:
+        """{profile key: free GPUs, starts now, waiting ahead}; none without a scheduler to ask."""
+        return {}
+
+    async def _render_options_form(self, spawner=None):
         allowed = self.allowed_profiles()
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else None
         previous = previous if isinstance(previous, dict) else {}
@@ -90,6 +94,7 @@ class SpawnOptions(HasTraits):
         course = previous.get("course") if previous.get("course") in courses else (courses[0] if len(courses) == 1 else "")
         return _html.get_template("spawn_form.html.j2").render(
             profiles=[p.as_public_dict() for p in allowed], selected=selected, courses=courses, course=course,
+            views=await self.cluster_views(allowed),
         )
 
     def options_from_form(self, formdata):

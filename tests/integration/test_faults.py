@@ -45,7 +45,7 @@ class SlurmFaults:
         self.bin, self.modes = self.root / "bin", self.root / "modes"
         self.bin.mkdir()
         self.modes.mkdir()
-        for tool in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr"):
+        for tool in ("sbatch", "squeue", "scancel", "sacct", "sacctmgr", "sinfo"):
             path = self.bin / tool
             path.write_text(WRAPPER.format(tool=tool, modes=self.modes))
             path.chmod(0o755)

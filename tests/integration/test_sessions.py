@@ -273,3 +273,33 @@ def test_slurm_refusal_reaches_the_learner_and_leaves_no_job(login):
     assert "reservation" in r.json()["message"].lower()
     assert learner.server() is None
     assert live_jobs("learner2") == []
+
+
+def form_view(learner, profile: str) -> str:
+    """What the spawn form says of the cluster under a profile, as text."""
+    m = re.search(rf'id="view-{profile}">(.*?)</small>', learner.spawn_form(), re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).split()) if m else ""
+
+
+def test_the_form_shows_free_gpus_and_whether_a_profile_starts_now(make_hub, demo_credentials):
+    from ..support import HubUser
+
+    hub = make_hub({"sessions": {"cluster_view_interval": 1}, "slurm": {"cluster_name": "view15"}})
+    learner = HubUser(hub, "learner1", demo_credentials["learner1"])
+    wait_for(lambda: form_view(learner, "gpu-h200-1") == "4 of 4 GPUs free · starts now", 20,
+             what="an idle cluster on the form")
+    assert form_view(learner, "cpu-small") == "starts now"
+    hold = ["sbatch", "--parsable", "--partition=gpu", "--gres=gpu:h200:4", "--time=5", "--mem=1G",
+            "--output=/dev/null", "--wrap=sleep 300"]   # an operator's jobs: all four GPUs, then one waiting
+    running = subprocess.run(hold, capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    waiting = ""
+    try:
+        wait_for(lambda: squeue("--jobs", running)[0]["state"] == "RUNNING", 20)
+        waiting = subprocess.run(hold, capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+        wait_for(lambda: form_view(learner, "gpu-h200-1") == "0 of 4 GPUs free · queued behind 1 waiting job", 20,
+                 what="the held GPUs and the waiting job on the form")
+        assert form_view(learner, "cpu-small") == "starts now"
+    finally:
+        subprocess.run(["scancel", running, *([waiting] if waiting else [])], check=False)
+    wait_for(lambda: form_view(learner, "gpu-h200-1") == "4 of 4 GPUs free · starts now", 30,
+             what="the freed GPUs on the form")
