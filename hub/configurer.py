@@ -117,6 +117,7 @@ def update_spawner(c, cfg: dict) -> None:
     c.AcademySlurmSpawner.slurm_bin_dir = slurm["bin_dir"]
     c.AcademySlurmSpawner.slurm_timeout = float(slurm["command_timeout"])
     c.AcademySlurmSpawner.slurm_accounts = slurm["accounts"]
+    c.AcademySlurmSpawner.slurm_manage_qos = slurm["manage"]
     sessions = cfg["sessions"]
     c.AcademySlurmSpawner.pending_timeout = float(sessions["pending_timeout"])
     c.AcademySlurmSpawner.monitor_interval = float(sessions["monitor_interval"])

@@ -26,8 +26,10 @@ def charge(policy: Policy, request: SessionRequest) -> tuple[str, str]:
 
 
 async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str, request: SessionRequest,
-                             allowed: list[Profile], every_profile: list[Profile]) -> None:
-    """The user's association with the session's account, allowing the QOS of `allowed`."""
+                             allowed: list[Profile], every_profile: list[Profile], manage_qos: bool = True) -> None:
+    """The user's association with the session's account, allowing the QOS of `allowed`; with
+    manage_qos, also those QOS as the profiles say (the embedded cluster: a site's QOS are its
+    administrators', and `academy slurm check` says where they differ)."""
     account, _ = charge(policy, request)
     qos = [policy.qos_name(p) for p in allowed]
     key = (user, account, tuple(qos))
@@ -35,7 +37,8 @@ async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str,
         return
 
     def ensure() -> None:
-        ensure_qos(accounts, policy, allowed)   # a profile added or changed since the last start
+        if manage_qos:
+            ensure_qos(accounts, policy, allowed)   # a profile added or changed since the last start
         if request.course and account not in accounts.accounts():
             ensure_course_account(accounts, policy, every_profile, request.course)
         ensure_user(accounts, policy, user, qos, account)

@@ -38,7 +38,7 @@ import time
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
-from traitlets import Any, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from . import port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
@@ -110,6 +110,9 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
              "sessions are charged to their course's account with their profile's QOS. Empty: no --account "
              "or --qos (a cluster without accounting).",
     ).tag(config=True)
+
+    slurm_manage_qos = Bool(True, help="Create and update each profile's Slurm QOS (the embedded cluster); false on a "
+                            "site's cluster, whose QOS its administrators keep.").tag(config=True)
 
     cluster_view_interval = Float(15.0, help="Seconds the spawn form's view of the cluster (free GPUs, queue) is "
                                   "reused: one sinfo and one squeue per interval, however many open the form.",
@@ -192,7 +195,8 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
             try:
                 await session_account.ensure_association(
                     SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout), self.policy,
-                    self.user.name, self.session_request, self.allowed_profiles(), self.parsed_profiles)
+                    self.user.name, self.session_request, self.allowed_profiles(), self.parsed_profiles,
+                    manage_qos=self.slurm_manage_qos)
             except AccountingError as e:
                 self.log.error("%s", e)
                 raise SessionError("The cluster's accounting could not be reached to set up your Slurm account; "

@@ -18,6 +18,7 @@ DERIVED = {
     "hub_instance",        # academy-<slurm.cluster_name>, not a key of its own
     "session_event_hook",  # an object the hub builds
     "slurm_accounts",      # the whole slurm.accounts section; an unconfigured spawner charges no account
+    "slurm_manage_qos",    # slurm.manage: only the embedded cluster's QOS are the platform's to keep
 }
 
 

@@ -114,3 +114,51 @@ def test_sacct_lines_become_usage_of_ended_jobs_only():
     assert usage["777"].ended_at - usage["777"].started_at == 8
     assert usage["780"].gpus == 0 and usage["782"].state == "PREEMPTED"
     assert job_id_of("academy-777") == "777" and job_id_of("sec13-12") == "12" and job_id_of("nojob") == ""
+
+
+class RecordingAccounts:
+    """sacctmgr as the spawner sees it, recording what it would change."""
+
+    def __init__(self):
+        self.changes = []
+
+    def qos(self):
+        return {}
+
+    def accounts(self):
+        return {"academy": "root", "academy-own": "academy", "academy-hpc-101": "academy"}
+
+    def associations(self, users=None):
+        return {}
+
+    def add_qos(self, name):
+        self.changes.append(("add qos", name))
+
+    def ensure_qos(self, name, settings):
+        self.changes.append(("qos", name))
+
+    def set_association(self, user, account, qos, default_qos, current=None):
+        self.changes.append(("association", user, account, tuple(qos)))
+        return True
+
+    def set_default_account(self, user, account):
+        self.changes.append(("default", user, account))
+
+
+@pytest.mark.parametrize("manage_qos", [True, False])
+def test_a_sites_qos_are_left_to_its_administrators(manage_qos):
+    import asyncio
+
+    from spawners import session_account
+
+    session_account._known.clear()
+    request = validate_user_options({"profile": "gpu-h200-1", "walltime": "30", "course": "hpc-101"},
+                                    list(PROFILES.values()), ["hpc-101"])
+    allowed = [PROFILES["cpu-small"], PROFILES["gpu-h200-1"]]
+    accounts = RecordingAccounts()
+    asyncio.run(session_account.ensure_association(accounts, POLICY, "learner1", request, allowed,
+                                                   list(PROFILES.values()), manage_qos=manage_qos))
+    assert (("qos", "academy-gpu-h200-1") in accounts.changes) is manage_qos
+    qos = ("academy-cpu-small", "academy-gpu-h200-1")
+    assert ("association", "learner1", "academy-hpc-101", qos) in accounts.changes
+    assert ("association", "learner1", "academy-own", qos) in accounts.changes
