@@ -5,8 +5,9 @@ The spawn form refuses what a profile does not allow; this is the second lock, f
 who runs `sbatch` from a notebook terminal. A user's associations list only the QOS of the
 profiles their groups allow, each QOS caps a job at its profile's size (DenyOnLimit: refused at
 submission, not left pending) and a user at the profile's GPUs, whatever the partition; no
-learner association lists `normal` (no limits: root's, operators' and grading's). Course names are strings here: the spawner
-charges a session to ``account_for(course)`` without knowing what a course is.
+learner association lists `normal` (no limits: root's, operators' and grading's). Course names
+are strings here: the spawner charges a session to ``account_for(course)`` without knowing what
+a course is.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Policy:
 
 
 
+def _floor_qos(policy: Policy, profiles: list[Profile]) -> str:
+    """The smallest profile's QOS: what an account's association without a QOS list of its own gets."""
+    return policy.qos_name(min(profiles, key=lambda p: (p.gpus, p.cpus, p.memory_mb)))
+
+
 def ensure_qos(accounts: SlurmAccounts, policy: Policy, profiles: Iterable[Profile]) -> None:
     """Each profile's QOS, with its limits as the profile now says."""
     for p in profiles:
@@ -67,7 +73,7 @@ def apply_base(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile])
     inherits that, never Slurm's unlimited `normal`.
     """
     ensure_qos(accounts, policy, profiles)
-    floor = policy.qos_name(min(profiles, key=lambda p: (p.gpus, p.cpus, p.memory_mb)))
+    floor = _floor_qos(policy, profiles)
     accounts.ensure_account(policy.parent, "root", "AI Factory Academy", [floor], floor)
     accounts.ensure_account(policy.own_account, policy.parent, "own work on the platform", [floor], floor)
 
@@ -75,7 +81,7 @@ def apply_base(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile])
 def ensure_course_account(accounts: SlurmAccounts, policy: Policy, profiles: list[Profile], course: str) -> str:
     """The course's account, with root's association (grading jobs are root's, charged to the course)."""
     account = policy.account_for(course)
-    floor = policy.qos_name(min(profiles, key=lambda p: (p.gpus, p.cpus, p.memory_mb)))
+    floor = _floor_qos(policy, profiles)
     if account not in accounts.accounts():
         accounts.ensure_account(account, policy.parent, f"course {course}", [floor], floor)
     accounts.set_association("root", account, [OPERATORS_QOS], OPERATORS_QOS)

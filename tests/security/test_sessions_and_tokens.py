@@ -39,6 +39,7 @@ def fast_hub(make_hub, base_config):
         "hub": {"poll_interval": 1},
         "sessions": {"monitor_interval": 1, "reaper_interval": 2, "reaper_grace": 0},
         "slurm": {"command_timeout": 5, "cluster_name": CLUSTER_TAG},
+        "progress": {"accounting_interval": 1},
     })
 
 
@@ -125,6 +126,7 @@ def test_session_token_dies_when_the_job_is_preempted(fast_hub, demo_credentials
     learner, job = start_session(fast_hub, demo_credentials, profile="gpu-all")
     token = session_token(fast_hub, learner)
     assert hub_answers(fast_hub, token) == 200
+    before = progress_gpu_hours(fast_hub, learner)
     urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--gres=gpu:h200:1", "--time=2",
                              "--output=/dev/null", "--wrap=sleep 60"], capture_output=True, text=True, check=True,
                             cwd="/tmp").stdout.strip()
@@ -132,6 +134,9 @@ def test_session_token_dies_when_the_job_is_preempted(fast_hub, demo_credentials
         assert wait_for(lambda: learner.server() is None, 30)
         assert squeue("--jobs", job)[0]["state"] == "PREEMPTED"
         assert_revoked(fast_hub, learner, token)
+        # the session's GPU-hours are Slurm's, up to the preemption
+        want = round(before + sacct_gpu_hours(job), 4)
+        assert wait_for(lambda: abs(progress_gpu_hours(fast_hub, learner) - want) < 1e-3, 20, what=f"{want} GPU-hours")
     finally:
         subprocess.run(["scancel", urgent], check=False)
 
