@@ -1,28 +1,32 @@
 """Which Slurm account and QOS a session is charged to, and the association that lets it submit.
 
-The learner's sbatch runs as the learner, so Slurm checks *their* association: before the first
-submission for an account (a new user, a course they were just enrolled in) the spawner makes
-sure it exists and lists exactly the QOS of the profiles their groups allow. The answer is kept
-for a few minutes per (user, account, QOS): a burst of starts asks sacctmgr once.
+The learner's sbatch runs as the learner, so Slurm checks *their* association. Asking sacctmgr
+before every start would cost a learner a second or more (several sacctmgr round trips), for an
+answer that is nearly always "it is there": the spawner submits first, and only when Slurm refuses
+for want of an association or of a QOS in it (a new user, a course they were just enrolled in, a
+profile their groups now allow) does it make the association, then submit again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from .options import SessionRequest
 from .profiles import Profile
 from .slurm_accounts import AccountingError, SlurmAccounts
 from .slurm_policy import Policy, ensure_course_account, ensure_qos, ensure_user
 
-KNOWN_FOR_S = 300.0
-_known: dict[tuple[str, str, tuple[str, ...]], float] = {}   # -> monotonic time it is trusted until
+# sbatch's words when the submitting user's association does not allow the account or the QOS
+ASSOCIATION_REFUSALS = ("Invalid account or account/partition combination specified", "Invalid qos specification")
 
 
 def charge(policy: Policy, request: SessionRequest) -> tuple[str, str]:
     """(account, qos) of this session."""
     return policy.account_for(request.course), policy.qos_name(request.profile)
+
+
+def refused_for_association(message: str) -> bool:
+    return any(words in message for words in ASSOCIATION_REFUSALS)
 
 
 async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str, request: SessionRequest,
@@ -32,13 +36,10 @@ async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str,
     administrators', and `academy slurm check` says where they differ)."""
     account, _ = charge(policy, request)
     qos = [policy.qos_name(p) for p in allowed]
-    key = (user, account, tuple(qos))
-    if _known.get(key, 0.0) > time.monotonic():
-        return
 
     def ensure() -> None:
         if manage_qos:
-            ensure_qos(accounts, policy, allowed)   # a profile added or changed since the last start
+            ensure_qos(accounts, policy, allowed)   # a profile added since `academy up`
         if request.course and account not in accounts.accounts():
             ensure_course_account(accounts, policy, every_profile, request.course)
         ensure_user(accounts, policy, user, qos, account)
@@ -47,5 +48,3 @@ async def ensure_association(accounts: SlurmAccounts, policy: Policy, user: str,
         await asyncio.to_thread(ensure)
     except AccountingError as e:
         raise AccountingError(f"could not give {user} a Slurm association with account {account}: {e}") from e
-    _known[key] = time.monotonic() + KNOWN_FOR_S
-

@@ -191,28 +191,36 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
 
     async def submit_batch_script(self):
         script = self.render_batch_script()
-        if self.policy:
-            try:
-                await session_account.ensure_association(
-                    SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout), self.policy,
-                    self.user.name, self.session_request, self.allowed_profiles(), self.parsed_profiles,
-                    manage_qos=self.slurm_manage_qos)
-            except AccountingError as e:
-                self.log.error("%s", e)
-                raise SessionError("The cluster's accounting could not be reached to set up your Slurm account; "
-                                   "try again in a minute, and tell the operators if it goes on.", 503) from None
         await self.run_as_user("mkdir", "-p", "-m", "700", os.path.join(self.homedir(), ".academy", "logs"))
         self.log.info("Submitting %s for %s (profile %s, walltime %s)", self.job_name(), self.user.name,
                       self.session_request.profile.key, self.session_request.walltime)
         self.log.debug("Batch script:\n%s", script)
         try:
-            self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=self.get_env())
+            try:
+                self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=self.get_env())
+            except SlurmError as e:
+                if not (self.policy and session_account.refused_for_association(str(e))):
+                    raise
+                self.log.info("%s has no Slurm association for this session yet (%s); making it", self.user.name,
+                              str(e).strip().splitlines()[-1])
+                await self._ensure_association()
+                self.job_id = await self.slurm.submit(script, as_user=self.user.name, env=self.get_env())
         except SlurmError as e:
             self.job_id = ""
             raise SessionError(queue_hints.submit_failure_message(e), 503) from None
         self.log.info("Submitted job %s for %s", self.job_id, self.user.name)
         self.monitor.watch(self.job_id)
         return self.job_id
+
+    async def _ensure_association(self) -> None:
+        try:
+            await session_account.ensure_association(
+                SlurmAccounts(self.slurm_bin_dir, self.slurm_timeout), self.policy, self.user.name,
+                self.session_request, self.allowed_profiles(), self.parsed_profiles, manage_qos=self.slurm_manage_qos)
+        except AccountingError as e:
+            self.log.error("%s", e)
+            raise SessionError("The cluster's accounting could not be reached to set up your Slurm account; "
+                               "try again in a minute, and tell the operators if it goes on.", 503) from None
 
     # -- job state ------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ def sbatch(args, stdin, s):
         start = s.get("test_only_start") or datetime.datetime.now().isoformat(timespec="seconds")
         sys.stderr.write("sbatch: Job 999 to start at %s using 1 processors on nodes n1 in partition cpu\n" % start)
         return 0
+    if s.get("sbatch_refusals"):   # refused once each, in order
+        return fail(s["sbatch_refusals"].pop(0))
     if s.get("sbatch_error"):
         return fail(s["sbatch_error"])
     job_id = str(s["next_job_id"])

@@ -151,7 +151,6 @@ def test_a_sites_qos_are_left_to_its_administrators(manage_qos):
 
     from spawners import session_account
 
-    session_account._known.clear()
     request = validate_user_options({"profile": "gpu-h200-1", "walltime": "30", "course": "hpc-101"},
                                     list(PROFILES.values()), ["hpc-101"])
     allowed = [PROFILES["cpu-small"], PROFILES["gpu-h200-1"]]

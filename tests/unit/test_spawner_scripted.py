@@ -23,6 +23,7 @@ from jupyterhub.user import User
 from traitlets import TraitError
 from traitlets.config import Config
 
+from spawners import session_account
 from spawners.job_monitor import JobMonitor
 from spawners.slurm_spawner import AcademySlurmSpawner, SessionError
 
@@ -317,3 +318,31 @@ def test_batchspawners_settings_left_at_their_defaults_are_accepted():
     config = Config({"SlurmSpawner": {name: stock[name].default() for name in
                                       ("batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd", "req_qos")}})
     assert AcademySlurmSpawner(config=config).batch_submit_cmd == "sbatch --parsable"
+
+
+POLICY_ACCOUNTS = {"parent": "academy", "own_work": "academy-own", "course_prefix": "academy-", "qos_prefix": "academy-",
+                   "max_submit_per_user": 50}
+NO_QOS = "sbatch: error: Batch job submission failed: Invalid qos specification"
+
+
+@pytest.mark.parametrize("refusal, ensured", [(NO_QOS, True), (
+    "sbatch: error: Batch job submission failed: Invalid partition name specified", False)])
+def test_a_submission_refused_for_want_of_an_association_makes_it_and_submits_again(
+        spawner, scripted_slurm, monkeypatch, refusal, ensured):
+    made = []
+
+    async def ensure_association(accounts, policy, user, request, allowed, every_profile, manage_qos=True):
+        made.append((user, policy.account_for(request.course), [p.key for p in allowed], manage_qos))
+
+    monkeypatch.setattr(session_account, "ensure_association", ensure_association)
+    spawner.slurm_accounts = POLICY_ACCOUNTS
+    scripted_slurm.update(sbatch_refusals=[refusal])
+    if ensured:
+        asyncio.run(start_running_session(spawner, scripted_slurm))
+        assert made == [(LEARNER, "academy-own", [p.key for p in spawner.allowed_profiles()], True)]
+        first, second = scripted_slurm.calls("sbatch")
+        assert "#SBATCH --qos=academy-gpu" in script_lines(second) and first["stdin"] == second["stdin"]
+    else:   # any other refusal is the learner's answer, and nothing is made in Slurm's accounting
+        with pytest.raises(SessionError, match="Invalid partition name"):
+            asyncio.run(spawner.start())
+        assert made == [] and len(scripted_slurm.calls("sbatch")) == 1
