@@ -36,6 +36,16 @@ SCHEMA = {
                   "description": "introductory, intermediate or advanced"},
         "prerequisites": {"type": "array", "items": _id, "uniqueItems": True},
         "profile": {**_id, "description": "a resource profile key from the platform config"},
+        "gpu_budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "description": "course_gpu_hours (the whole course) and/or learner_gpu_hours (each learner), numbers > 0",
+            "properties": {
+                "course_gpu_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000000},
+                "learner_gpu_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+            },
+        },
         "assignments": {
             "type": "array",
             "minItems": 1,
@@ -93,6 +103,18 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class GpuBudget:
+    """GPU-hours a course may use in all, and each of its learners (None: no limit). Slurm holds
+    them as GrpTRESMins on the course's account and on each learner's association with it."""
+    course_gpu_hours: float | None = None
+    learner_gpu_hours: float | None = None
+
+    @staticmethod
+    def minutes(hours: float | None) -> int | None:
+        return None if hours is None else max(1, round(hours * 60))
+
+
+@dataclass(frozen=True)
 class Course:
     id: str
     title: str
@@ -103,6 +125,7 @@ class Course:
     profile: str
     assignments: tuple[Assignment, ...]
     source: Path
+    gpu_budget: GpuBudget = GpuBudget()
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -124,6 +147,11 @@ def load_course(path: Path) -> Course:
         raise CatalogueError(f"{path.name}: key {_key_path(e)}: {e.message}" + (f" (accepted: {hint})" if hint else ""))
     if data["id"] != path.stem:
         raise CatalogueError(f"{path.name}: key id: '{data['id']}' must match the file name '{path.stem}'")
+    budget = GpuBudget(**data.get("gpu_budget", {}))
+    if None not in (budget.course_gpu_hours, budget.learner_gpu_hours) and \
+            budget.learner_gpu_hours > budget.course_gpu_hours:
+        raise CatalogueError(f"{path.name}: key gpu_budget.learner_gpu_hours: {budget.learner_gpu_hours:g} is more "
+                             f"than the whole course's {budget.course_gpu_hours:g} (accepted: at most course_gpu_hours)")
     seen = set()
     for i, a in enumerate(data["assignments"]):
         if a["id"] in seen:
@@ -133,7 +161,7 @@ def load_course(path: Path) -> Course:
                         for a in data["assignments"])
     return Course(id=data["id"], title=data["title"], summary=data["summary"], track=data["track"],
                   level=data["level"], prerequisites=tuple(data["prerequisites"]), profile=data["profile"],
-                  assignments=assignments, source=path)
+                  assignments=assignments, source=path, gpu_budget=budget)
 
 
 def load_catalogue(directory: Path = COURSES_DIR, profiles: set[str] | None = None) -> dict[str, Course]:

@@ -1,10 +1,11 @@
 """The cluster as the spawn form shows it: per profile, the GPUs of its type free in its partition,
-whether a session would start now, and how many jobs wait ahead.
+whether a session would start now, and how many jobs wait ahead; per learner, the GPU budgets
+left on their courses and their own jobs that Slurm holds for a limit.
 
-One view per hub process, refreshed by one ``sinfo`` and one ``squeue`` call at most every
-REFRESH_S, and only while somebody opens the form: a hundred learners opening it at 9:00 cost the
-scheduler two calls, and each page reads the cache. A view Slurm could not give (it is slow, or
-down) is left out of the form rather than delaying it.
+One view per hub process, refreshed by one ``sinfo``, one ``squeue`` and one ``scontrol show
+assoc_mgr`` call at most every REFRESH_S, and only while somebody opens the form: a hundred
+learners opening it at 9:00 cost the scheduler three calls, and each page reads the cache. A view
+Slurm could not give (it is slow, or down) is left out of the form rather than delaying it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .gpu_budget import Allowance, Budget, parse_assoc_mgr
 from .profiles import Profile
-from .slurm_client import SlurmClient
+from .slurm_client import SlurmClient, SlurmError
 
 # Under the hub's own logger (JupyterHub writes only "JupyterHub" and its children to its log).
 log = logging.getLogger("JupyterHub").getChild(__name__.rpartition(".")[2])
@@ -25,6 +27,7 @@ REFRESH_S = 15.0
 ANSWER_WITHIN_S = 2.0   # the form waits this long for a first view, then shows none
 USABLE_STATES = ("idle", "mixed", "allocated", "completing")
 _GRES = re.compile(r"gpu:(?:([^:(,]+):)?(\d+)")
+HELD_SHOWN = 5   # a learner's own held jobs listed on the form, at most
 
 
 @dataclass
@@ -111,6 +114,8 @@ class ClusterView:
         self.client, self.refresh_s = client, refresh_s
         self.nodes: dict[str, Node] = {}
         self.pending: dict[str, int] = {}
+        self.held: dict[str, list[tuple[str, str, str]]] = {}     # user -> (job id, name, reason), held for a limit
+        self.allowances: dict[tuple[str, str], Allowance] = {}    # (user or '', account) -> GPU budget
         self.at = 0.0          # monotonic time of the last answer
         self.queries = 0
         self._inflight: asyncio.Future | None = None
@@ -123,6 +128,20 @@ class ClusterView:
 
     async def views(self, profiles: list[Profile]) -> dict[str, ProfileView]:
         """{profile key: view}; {} while Slurm has not answered within ANSWER_WITHIN_S."""
+        await self._fresh()
+        if not self.at:
+            return {}
+        return {p.key: profile_view(p, self.nodes, self.pending) for p in profiles}
+
+    async def account_state(self, user: str, accounts: dict[str, str]) -> dict:
+        """The user's GPU budgets on `accounts` ({account: course}) and their jobs Slurm holds for a
+        limit (a budget, a QOS): {"budgets": [Budget], "held": [(job id, name, reason)]}."""
+        await self._fresh()
+        budgets = [b for account, course in accounts.items()
+                   if (b := Budget.of(self.allowances, user, account, course))]
+        return {"budgets": budgets, "held": self.held.get(user, [])[:HELD_SHOWN]}
+
+    async def _fresh(self) -> None:
         if time.monotonic() - self.at > self.refresh_s:
             if self._inflight is None or self._inflight.done():
                 self._inflight = asyncio.ensure_future(self._refresh())
@@ -133,15 +152,20 @@ class ClusterView:
                 pass   # the older view (or none) now; the refresh finishes for the next page
             except Exception as e:  # noqa: BLE001 - Slurm down, sinfo missing: the form shows no view
                 log.warning("the spawn form's view of the cluster could not be refreshed: %s", e)
-        if not self.at:
-            return {}
-        return {p.key: profile_view(p, self.nodes, self.pending) for p in profiles}
 
     async def _refresh(self) -> None:
         self.queries += 1
         nodes = parse_sinfo(await self.client.node_table(SINFO_FORMAT))
         pending: dict[str, int] = {}
-        for (partitions,) in await self.client.list_jobs(["PENDING"], "%P"):
+        held: dict[str, list[tuple[str, str, str]]] = {}
+        for partitions, user, job_id, reason, *name in await self.client.list_jobs(["PENDING"], "%P|%u|%i|%r|%j"):
             for p in partitions.split(","):
                 pending[p] = pending.get(p, 0) + 1
-        self.nodes, self.pending, self.at = nodes, pending, time.monotonic()
+            if reason.startswith(("Assoc", "QOS")):
+                held.setdefault(user, []).append((job_id, "|".join(name), reason))
+        try:
+            allowances = parse_assoc_mgr(await self.client.assoc_mgr())
+        except SlurmError as e:   # a cluster without accounting: no budgets to show
+            log.debug("no GPU budgets from Slurm: %s", e)
+            allowances = {}
+        self.nodes, self.pending, self.held, self.allowances, self.at = nodes, pending, held, allowances, time.monotonic()

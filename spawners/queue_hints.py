@@ -31,6 +31,12 @@ REASONS = {
     "PartitionTimeLimit": ("the session is longer than the partition allows", "a shorter session"),
     "QOSMaxGRESPerUser": ("you already use as many GPUs as you may", "stopping another session first"),
     "AssocGrpGRES": ("your project's GPU quota is in use", "waiting, or a CPU profile"),
+    # A GPU-hour budget (GrpTRESMins): what is left cannot cover the job's whole time limit.
+    "AssocGrpGRESMinutes": ("the GPU-hour budget (the course's, or yours in it) cannot cover the whole time "
+                            "limit asked for", "a shorter session, a CPU profile, or asking your trainer for more GPU time"),
+    "AssocGrpGRESRunMinutes": ("the GPU-hour budget is held by jobs still running",
+                               "waiting for them to end, or a shorter session"),
+    "AssocMaxGRESMinutesPerJob": ("the job asks for more GPU-hours than one job may use", "a shorter session"),
     "BeginTime": ("the job waits for its start time", "waiting"),
     "Dependency": ("the job waits for another job", "waiting"),
     "JobHeldAdmin": ("an administrator holds the job", "contacting the trainers"),

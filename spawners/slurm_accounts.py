@@ -27,6 +27,23 @@ class Association:
     account: str
     qos: frozenset[str]
     default_qos: str
+    gpu_minutes: int | None = None   # GrpTRESMins gres/gpu: the user's GPU budget on the account
+
+
+KEEP = object()   # set_association: leave the GPU budget as it is
+
+
+def gpu_minutes(tres: str) -> int | None:
+    """'cpu=10,gres/gpu=600' -> 600; None when gres/gpu has no limit."""
+    for item in tres.split(","):
+        name, _, value = item.partition("=")
+        if name == "gres/gpu" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _gpu_setting(minutes: int | None) -> str:
+    return f"GrpTRESMins=gres/gpu={-1 if minutes is None else int(minutes)}"
 
 
 def _check(*names: str) -> None:
@@ -70,6 +87,11 @@ class SlurmAccounts:
         rows = self._show("association", "account,parentname,user")
         return {account: parent for account, parent, user in rows if not user}
 
+    def account_gpu_minutes(self) -> dict[str, int | None]:
+        """{account: its GPU budget in GPU-minutes (GrpTRESMins gres/gpu), None for no limit}."""
+        rows = self._show("association", "account,user,grptresmins")
+        return {account: gpu_minutes(tres) for account, user, tres in rows if not user}
+
     def qos(self) -> dict[str, dict[str, str]]:
         """{qos: its limits and flags as sacctmgr prints them}."""
         fields = "name,maxtresperjob,maxtrespu,maxwall,maxjobspu,maxsubmitpu,flags"
@@ -84,9 +106,9 @@ class SlurmAccounts:
                 return {}
             _check(*users)
             where.append(f"users={','.join(users)}")
-        rows = self._show("association", "user,account,qos,defaultqos", *where)
-        return {(u, a): Association(u, a, frozenset(q for q in qos.split(",") if q), dq)
-                for u, a, qos, dq in rows if u}
+        rows = self._show("association", "user,account,qos,defaultqos,grptresmins", *where)
+        return {(u, a): Association(u, a, frozenset(q for q in qos.split(",") if q), dq, gpu_minutes(tres))
+                for u, a, qos, dq, tres in rows if u}
 
     # -- writing (idempotent) -----------------------------------------------------------------
 
@@ -108,18 +130,27 @@ class SlurmAccounts:
         self._modify("modify", "account", "where", f"name={name}", "set",
                      f"qos={','.join(qos)}", f"defaultqos={default_qos}")
 
+    def set_account_gpu_minutes(self, account: str, minutes: int | None) -> None:
+        """The account's GPU budget (None: no limit); its users' jobs together stay within it."""
+        _check(account)
+        self._modify("modify", "account", "where", f"name={account}", "set", _gpu_setting(minutes))
+
     def set_association(self, user: str, account: str, qos: list[str], default_qos: str,
-                        current: Association | None = None) -> bool:
-        """The user's association with the account, allowed exactly `qos`; True if anything changed."""
+                        current: Association | None = None, gpu_minutes=KEEP) -> bool:
+        """The user's association with the account, allowed exactly `qos`, with a GPU budget of
+        `gpu_minutes` (None: no limit; KEEP: as it is); True if anything changed."""
         _check(user, account, *qos)
         want = frozenset(qos)
         if current is None:
             current = self.associations([user]).get((user, account))
-        if current is not None and current.qos == want and current.default_qos == default_qos:
+        budget_right = gpu_minutes is KEEP or (current is not None and current.gpu_minutes == gpu_minutes)
+        if current is not None and current.qos == want and current.default_qos == default_qos and budget_right:
             return False
         if current is None:
             self._modify("add", "user", user, f"account={account}")
-        self._modify("modify", "user", "where", f"name={user}", f"account={account}", "set", f"qos={','.join(sorted(want))}", f"defaultqos={default_qos}")
+        budget = [] if budget_right else [_gpu_setting(gpu_minutes)]
+        self._modify("modify", "user", "where", f"name={user}", f"account={account}", "set",
+                     f"qos={','.join(sorted(want))}", f"defaultqos={default_qos}", *budget)
         return True
 
     def set_default_account(self, user: str, account: str) -> None:

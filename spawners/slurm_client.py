@@ -167,6 +167,15 @@ class SlurmClient:
         out = await self.run([self._cmd("squeue"), "--noheader", f"--states={','.join(states)}", f"--format={format}"])
         return [line.strip().split("|") for line in out.splitlines() if line.strip()]
 
+    async def assoc_mgr(self, users: Iterable[str] = (), accounts: Iterable[str] = ()) -> str:
+        """slurmctld's live associations (limits and what is used of them): ``scontrol show
+        assoc_mgr flags=assoc``, of these users and accounts (all when none are named)."""
+        argv = [self._cmd("scontrol"), "show", "assoc_mgr", "flags=assoc"]
+        for key, names in (("users", list(users)), ("accounts", list(accounts))):
+            if names:
+                argv.append(f"{key}={','.join(names)}")
+        return await self.run(argv)
+
     async def node_table(self, fields: str) -> str:
         """sinfo's one line per node and partition, with these ``-O`` fields (e.g. 'NodeList:|,Gres:|')."""
         return await self.run([self._cmd("sinfo"), "--Node", "--noheader", "-O", fields])

@@ -40,7 +40,7 @@ from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
 from traitlets import Any, Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import port_report, queue_hints, session_account, session_end, session_token
+from . import gpu_budget, port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .cluster_view import ClusterView
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
@@ -175,6 +175,35 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
     async def cluster_views(self, profiles) -> dict[str, dict]:
         views = await ClusterView.shared(self.slurm, self.cluster_view_interval).views(profiles)
         return {key: view.as_dict() for key, view in views.items()}
+
+    def _accounts_of(self, courses: list[str]) -> dict[str, str]:
+        """{Slurm account: course ('' for own work)} of these courses and own work."""
+        policy = self.policy
+        return {policy.account_for(c): c for c in [*courses, ""]} if policy else {}
+
+    async def account_state(self, courses: list[str]) -> dict:
+        accounts = self._accounts_of(courses)
+        if not accounts:
+            return await super().account_state(courses)
+        state = await ClusterView.shared(self.slurm, self.cluster_view_interval).account_state(self.user.name, accounts)
+        state["held"] = [(job, name, queue_hints.explain_reason(reason)[0]) for job, name, reason in state["held"]]
+        return state
+
+    async def budget_refusal(self, request) -> str | None:
+        # Asked of slurmctld at each start (one call), not from the form's cache: what a session
+        # that just ended used counts at once. Slurm refuses or holds the job anyway (the
+        # second lock), so an answer it cannot give here lets the start go on.
+        if not self.policy or not request.profile.gpus:
+            return None
+        account = self.policy.account_for(request.course)
+        try:
+            text = await self.slurm.assoc_mgr(users=[self.user.name], accounts=[account])
+        except SlurmError as e:
+            self.log.warning("GPU budget of %s on %s not known (%s); Slurm checks it at submission",
+                             self.user.name, account, e)
+            return None
+        budget = gpu_budget.Budget.of(gpu_budget.parse_assoc_mgr(text), self.user.name, account, request.course)
+        return budget.refusal(request.profile, request.walltime_s) if budget else None
 
     @property
     def slurm(self) -> SlurmClient:

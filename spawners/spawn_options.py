@@ -82,6 +82,26 @@ class SpawnOptions(HasTraits):
         """{profile key: free GPUs, starts now, waiting ahead}; none without a scheduler to ask."""
         return {}
 
+    async def account_state(self, courses: list[str]) -> dict:
+        """{"budgets": the user's GPU budgets (gpu_budget.Budget) on these courses and own work,
+        "held": their jobs the scheduler holds for a limit, as (job id, name, reason in words)}."""
+        return {"budgets": [], "held": []}
+
+    async def budget_refusal(self, request: SessionRequest) -> str | None:
+        """Why the session's GPU budget cannot cover it, with the numbers; None when it can."""
+        return None
+
+    async def _validated(self, options: dict) -> SessionRequest:
+        """The request, or SessionError naming what is wrong (an option, or the GPU budget)."""
+        try:
+            request = validate_user_options(options, self.allowed_profiles(), self.user_courses())
+        except OptionsError as e:
+            raise SessionError(str(e), 400) from None
+        refusal = await self.budget_refusal(request)
+        if refusal:
+            raise SessionError(f"Not started: {refusal}", 403)
+        return request
+
     async def _render_options_form(self, spawner=None):
         allowed = self.allowed_profiles()
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else None
@@ -94,16 +114,14 @@ class SpawnOptions(HasTraits):
         course = previous.get("course") if previous.get("course") in courses else (courses[0] if len(courses) == 1 else "")
         return _html.get_template("spawn_form.html.j2").render(
             profiles=[p.as_public_dict() for p in allowed], selected=selected, courses=courses, course=course,
-            views=await self.cluster_views(allowed),
+            views=await self.cluster_views(allowed), account=await self.account_state(courses),
         )
 
-    def options_from_form(self, formdata):
-        # Form fields are lists of strings; validate now so the form shows the error.
+    async def options_from_form(self, formdata):
+        # Form fields are lists of strings; validate now so the form shows the error
+        # (JupyterHub awaits this when it is a coroutine).
         options = {k: v for k, v in formdata.items() if not k.startswith("_")}
-        try:
-            return validate_user_options(options, self.allowed_profiles(), self.user_courses()).as_user_options()
-        except OptionsError as e:
-            raise SessionError(str(e), 400) from None
+        return (await self._validated(options)).as_user_options()
 
     def options_from_query(self, query_data):
         # JupyterHub starts a session from GET /hub/spawn?opt-...: a link or an <img> on any
@@ -115,12 +133,12 @@ class SpawnOptions(HasTraits):
     async def _apply_options(spawner: "SpawnOptions", user_options) -> None:
         """The only door from user_options to the spawner: a validated SessionRequest."""
         try:
-            request = validate_user_options(user_options, spawner.allowed_profiles(), spawner.user_courses())
-        except OptionsError as e:
+            request = await spawner._validated(user_options)
+        except SessionError:
             # Keep the last accepted options as the default for a body-less start.
             if spawner.orm_spawner is not None:
                 spawner.orm_spawner.user_options = getattr(spawner, "_accepted_options", {})
-            raise SessionError(str(e), 400) from None
+            raise
         spawner.session_request = request
         spawner._accepted_options = request.as_user_options()
         if spawner.orm_spawner is not None:

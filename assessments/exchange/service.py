@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app(cfg)
     serve(app, MAX_BODY, log, "exchange")
     progress_events.start_sending(cfg)
+    budgets = lambda: {c.id: c.gpu_budget for c in app.settings["catalogue"].values()}  # noqa: E731
     IOLoop.current().add_callback(hub_groups.keep_in_sync, app.settings["store"].enrolment,
-                                  associations=CourseAssociations.from_config(cfg))
+                                  associations=CourseAssociations.from_config(cfg, budgets))
     IOLoop.current().start()
     return 0
 

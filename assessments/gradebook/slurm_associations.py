@@ -6,6 +6,11 @@ the course and their own `sbatch -A <account>` are charged to it. Unenrolled: th
 account are cancelled and the association removed, at once; Slurm then refuses any job of theirs
 there. Driven by hub_groups.keep_in_sync, right after the hub's groups: changed courses within a
 second, every course every few minutes.
+
+GPU budgets (the catalogue's ``gpu_budget``) become Slurm limits here too: the course's
+``course_gpu_hours`` as GrpTRESMins gres/gpu on its account, ``learner_gpu_hours`` on each learner's
+association with it (trainers have none of their own). Slurm then refuses a job that could not fit
+and holds one that would not fit now (AccountingStorageEnforce=safe), whoever submits it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
+from courses.catalogue import GpuBudget
 from courses.groups import group_name
 from spawners.hub_api import HubAPI
 from spawners.profiles import Profile, parse_profiles
@@ -32,26 +39,42 @@ class CourseAssociations:
     policy: Policy
     profiles: list[Profile]
     scancel: str = "scancel"
+    # {course id: its budget}, asked at every sync: a course published since start counts too
+    budgets: Callable[[], dict[str, GpuBudget]] = field(default=dict)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "CourseAssociations | None":
+    def from_config(cls, cfg: dict, budgets: Callable[[], dict[str, GpuBudget]] = dict) -> "CourseAssociations | None":
         s = cfg["slurm"]
         if not s.get("accounts"):
             return None
         bin_dir = s.get("bin_dir", "")
         return cls(SlurmAccounts(bin_dir, s.get("command_timeout", 30)),
                    Policy.from_config(cfg), parse_profiles(cfg["profiles"]),
-                   f"{bin_dir.rstrip('/')}/scancel" if bin_dir else "scancel")
+                   f"{bin_dir.rstrip('/')}/scancel" if bin_dir else "scancel", budgets)
 
-    def desired(self, enrolment: Enrolment, hub_groups: dict[str, set[str]],
-                courses: set[str] | None) -> dict[tuple[str, str], list[str]]:
-        """{(user, course account): QOS} the enrolment asks for (of `courses`, or all)."""
+    def desired(self, enrolment: Enrolment, hub_groups: dict[str, set[str]], courses: set[str] | None,
+                budgets: dict[str, GpuBudget]) -> dict[tuple[str, str], tuple[list[str], int | None]]:
+        """{(user, course account): (QOS, GPU-minutes of their own)} the enrolment asks for (of `courses`, or all)."""
         want = {}
         for course, user, role in enrolment.find_all():
             if courses is None or course in courses:
                 groups = hub_groups.get(user, set()) | {group_name(course, role)}
-                want[(user, self.policy.account_for(course))] = self.policy.qos_for_groups(self.profiles, groups)
+                own = GpuBudget.minutes(budgets[course].learner_gpu_hours) if course in budgets and role == "learner" \
+                    else None
+                want[(user, self.policy.account_for(course))] = (self.policy.qos_for_groups(self.profiles, groups), own)
         return want
+
+    def sync_budgets(self, courses: set[str], budgets: dict[str, GpuBudget]) -> list[str]:
+        """Each course account's GPU budget as the catalogue says; the accounts changed."""
+        have = self.accounts.account_gpu_minutes()
+        changed = []
+        for course in sorted(courses):
+            account = self.policy.account_for(course)
+            want = GpuBudget.minutes(budgets[course].course_gpu_hours) if course in budgets else None
+            if account in have and have[account] != want:
+                self.accounts.set_account_gpu_minutes(account, want)
+                changed.append(account)
+        return changed
 
     def sync(self, hub: HubAPI, enrolment: Enrolment, courses: set[str] | None = None) -> dict[str, list]:
         """Add, change and remove associations so Slurm matches the enrolment; returns what changed.
@@ -59,23 +82,27 @@ class CourseAssociations:
         Only associations of people this gradebook ever enrolled are removed: those a site's
         administrators made by hand, or another platform instance's, are left alone."""
         hub_groups = {u["name"]: set(u.get("groups", [])) for u in hub.items("/users")}
-        want = self.desired(enrolment, hub_groups, courses)
+        budgets = self.budgets()
+        want = self.desired(enrolment, hub_groups, courses, budgets)
         existing = self.accounts.accounts()
-        for course in {c for c, _, _ in enrolment.find_all() if courses is None or c in courses}:
+        enrolled = {c for c, _, _ in enrolment.find_all() if courses is None or c in courses}
+        for course in enrolled:
             if self.policy.account_for(course) not in existing:
                 ensure_course_account(self.accounts, self.policy, self.profiles, course)
+        changed: dict[str, list] = {"set": [], "removed": [], "budgets": self.sync_budgets(enrolled, budgets)}
         ours = {(user, self.policy.account_for(course)) for course, user in enrolment.find_ever_enrolled(courses)}
         have = self.accounts.associations(sorted({u for u, _ in ours | set(want)}))
-        changed: dict[str, list] = {"set": [], "removed": []}
-        for (user, account), qos in sorted(want.items()):
-            if qos and self.accounts.set_association(user, account, qos, qos[0], have.get((user, account))):
+        for (user, account), (qos, own) in sorted(want.items()):
+            if qos and self.accounts.set_association(user, account, qos, qos[0], have.get((user, account)), own):
                 changed["set"].append((user, account))
-        for user, account in sorted((ours & set(have)) - {k for k, q in want.items() if q}):
+        for user, account in sorted((ours & set(have)) - {k for k, (q, _) in want.items() if q}):
             self.end(user, account)   # unenrolled, or no profile allowed any more
             changed["removed"].append((user, account))
         for what, pairs in changed.items():
-            if pairs:
+            if pairs and what != "budgets":
                 log.info("Slurm associations %s: %s", what, ", ".join(f"{u}@{a}" for u, a in pairs))
+        if changed["budgets"]:
+            log.info("Slurm GPU budgets set on %s", ", ".join(changed["budgets"]))
         return changed
 
     def end(self, user: str, account: str, wait_s: float = 30) -> None:

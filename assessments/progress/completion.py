@@ -16,7 +16,7 @@ taken back: a later, lower regrade leaves the course passed and the certificate 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -38,6 +38,14 @@ class Programme:
     tracks: dict[str, tuple[str, ...]]           # track -> its courses, prerequisites first
     course_titles: dict[str, str]
     track_titles: dict[str, str]
+    # course -> (GPU-hours of the whole course, of each learner), None where there is no limit
+    budgets: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def learner_budget(self, course: str) -> float | None:
+        return self.budgets.get(course, (None, None))[1]
+
+    def course_budget(self, course: str) -> float | None:
+        return self.budgets.get(course, (None, None))[0]
 
     @classmethod
     def from_catalogue(cls, catalogue: dict) -> "Programme":
@@ -58,7 +66,9 @@ class Programme:
         return cls(courses={c.id: tuple(a.id for a in c.assignments) for c in catalogue.values()},
                    tracks={t: tuple(cs) for t, cs in sorted(tracks.items())},
                    course_titles={c.id: c.title for c in catalogue.values()},
-                   track_titles={t: TRACK_TITLES.get(t, t.replace("-", " ").capitalize()) for t in tracks})
+                   track_titles={t: TRACK_TITLES.get(t, t.replace("-", " ").capitalize()) for t in tracks},
+                   budgets={c.id: (c.gpu_budget.course_gpu_hours, c.gpu_budget.learner_gpu_hours)
+                            for c in catalogue.values() if c.gpu_budget.course_gpu_hours or c.gpu_budget.learner_gpu_hours})
 
     def track_of(self, course: str) -> str | None:
         return next((t for t, cs in self.tracks.items() if course in cs), None)

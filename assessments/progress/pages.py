@@ -123,7 +123,7 @@ class LearnerPage(PageHandler):
                                    "courses": [{"course": c, "passed": c in passed} for c in courses]})
         render(self, "learner.html.j2", title="My progress" if user == me else f"Progress of {user}", user=me,
                subject=user, own=user == me, limited=only is not None, record=record, tracks=tracks,
-               next=queries.next_step(record, now), titles=programme.course_titles,
+               next=queries.next_step(record, now), titles=programme.course_titles, budgets=programme.budgets,
                pass_percent=round(100 * completion.PASS_FRACTION))
 
 
@@ -182,6 +182,8 @@ class CoursePage(CohortSelection):
         groups = await self.settings["groups"].offered(course, self.enrolled) if self.settings.get("groups") else []
         render(self, "course.html.j2", title=f"Cohort {course}", user=self.user_name(), course=course,
                course_title=self.settings["programme"].course_titles.get(course), c=cohort, plots=svgs,
+               course_budget=self.settings["programme"].course_budget(course),
+               learner_budget=self.settings["programme"].learner_budget(course),
                group=group, groups=groups, filters=list(FILTER_LABELS.items()), filter_label=FILTER_LABELS[only],
                page=page, pages=pages, page_query=lambda p: self.query(page=p), query=self.query(),
                symbols=SYMBOLS)
@@ -189,12 +191,13 @@ class CoursePage(CohortSelection):
 
 class CohortCsv(CohortSelection):
     COLUMNS = ["learner", "started", "submitted", "graded", "score", "max_score", "score_percent", "behind",
-               "gpu_hours", "last_activity_utc", "passed_utc"]
+               "gpu_hours", "gpu_hours_budget", "last_activity_utc", "passed_utc"]
 
     @web.authenticated
     async def get(self, course):
         learners, group, only = await self.selection(course)
         now = time.time()
+        budget = self.settings["programme"].learner_budget(course)
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         name = "-".join(x for x in (course, group, only if only != "all" else "") if x)
         self.set_header("Content-Disposition", f'attachment; filename="{name}-cohort.csv"')
@@ -210,7 +213,7 @@ class CohortCsv(CohortSelection):
             for r in chunk["learners"]:
                 cells = [r["user"], "yes" if r["started"] else "no", r["submitted"], r["graded"], _num(r["score"]),
                          _num(r["max_score"]), _num(round(100 * r["score"] / r["max_score"], 1) if r["max_score"]
-                                                    else None), r["behind"], _num(r["gpu_hours"]),
+                                                    else None), r["behind"], _num(r["gpu_hours"]), _num(budget),
                          _iso(r["last_activity_at"]), _iso(r["completed_at"])]
                 for a in names:
                     cell = r["assignments"][a]

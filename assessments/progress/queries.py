@@ -126,6 +126,8 @@ def cohort(conn: sa.Connection, course: str, learners: list[str], now: float, *,
     behind = {u for u in everyone if done_due.get(u, 0) < len(past_due)}
     counts = {"learners": len(everyone), "not_started": len(set(everyone) - started.keys()),
               "behind": len(behind), "completed": sum(started.get(u) is not None for u in everyone)}
+    # the whole course's, against its budget (everyone charged to it, trainers too)
+    course_gpu_hours = _hours(conn.execute(sa.select(sa.func.sum(gu.gpu_seconds)).where(gu.course == course)).scalar())
     if only == "behind":
         everyone = [u for u in everyone if u in behind]
     elif only == "not_started":
@@ -155,7 +157,7 @@ def cohort(conn: sa.Connection, course: str, learners: list[str], now: float, *,
     for r in page:
         mine = cells.get(r["user"], {})
         r["assignments"] = {s["assignment"]: _cell(s, mine.get(s["assignment"]), now) for s in specs}
-    return {"course": course, "assignments": _assignment_stats(specs), "counts": counts,
+    return {"course": course, "assignments": _assignment_stats(specs), "counts": counts, "gpu_hours": course_gpu_hours,
             "total": total, "offset": offset, "limit": limit, "filter": only, "learners": page}
 
 

@@ -303,3 +303,60 @@ def test_the_form_shows_free_gpus_and_whether_a_profile_starts_now(make_hub, dem
         subprocess.run(["scancel", running, *([waiting] if waiting else [])], check=False)
     wait_for(lambda: form_view(learner, "gpu-h200-1") == "4 of 4 GPUs free · starts now", 30,
              what="the freed GPUs on the form")
+
+
+def form_text(learner, element_id: str) -> str:
+    m = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:li|div)>', learner.spawn_form(), re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).split()) if m else ""
+
+
+def test_the_form_shows_the_gpu_budget_left_and_refuses_a_session_it_cannot_cover(make_hub, demo_credentials):
+    """The budget the gradebook put on learner1's llm-101 association (the catalogue's 6 GPU-hours),
+    as Slurm counts it: lowered by an operator to 2.5 GPU-hours, with 2 of them held by the
+    learner's own running job, the form says 0.5 are left, names the learner's job that Slurm holds,
+    and refuses (form and REST API) a session the budget cannot cover, with the numbers."""
+    from spawners.slurm_accounts import SlurmAccounts
+
+    from ..support import HubUser
+
+    hub = make_hub({"sessions": {"cluster_view_interval": 1}, "slurm": {"cluster_name": "budget15"}})
+    academy(hub, "enrol", "llm-101", "learner1")
+    learner = HubUser(hub, "learner1", demo_credentials["learner1"])
+    accounts, account = SlurmAccounts(), "academy-llm-101"
+
+    def association():
+        return accounts.associations(["learner1"]).get(("learner1", account))
+    wait_for(lambda: association() and association().gpu_minutes == 360, 30,
+             what="the catalogue's 6 GPU-hours on learner1's llm-101 association")
+    current = association()
+    accounts.set_association("learner1", account, sorted(current.qos), current.default_qos, current, 150)
+    subprocess.run(["sacctmgr", "-i", "modify", "user", "where", "name=learner1", f"account={account}", "set",
+                    "RawUsage=0"], capture_output=True, check=True)   # what earlier tests used: not this test's
+    own = ["runuser", "-u", "learner1", "--", "sbatch", "--parsable", "-A", account, "--qos=academy-gpu-h200-1",
+           "-p", "gpu", "--gres=gpu:h200:1", "--mem=1G", "--output=/dev/null", "--wrap=sleep 600"]
+    jobs = []
+    try:
+        jobs.append(subprocess.run([*own, "-t", "120"], capture_output=True, text=True, check=True, cwd="/tmp")
+                    .stdout.strip())
+        wait_for(lambda: squeue("--jobs", jobs[0])[0]["state"] == "RUNNING", 30, what="learner1's own GPU job")
+        jobs.append(subprocess.run([*own, "-t", "10"], capture_output=True, text=True, check=True, cwd="/tmp")
+                    .stdout.strip())                    # over the profile's one GPU at a time: held by the QOS
+        budget = wait_for(lambda: form_text(learner, "budget-llm-101"), 20, what="llm-101's budget on the form")
+        assert re.fullmatch(r"GPU budget of llm-101: 0\.5 of 2\.5 GPU-hours left for you; "
+                            r"the course has [0-9.]+ of 200\.0 GPU-hours left", budget), budget
+        held = wait_for(lambda: form_text(learner, "academy-held-jobs"), 20, what="the held job on the form")
+        assert f"job {jobs[1]} (wrap): you already use as many GPUs as you may" in held
+
+        r = learner.submit_spawn_form(profile="gpu-h200-1", course="llm-101", walltime="60")
+        page = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", r.text)).split())
+        assert "Not started: A 60-minute session with 1 GPU may use 1.0 GPU-hours, and your GPU budget for " \
+               "llm-101 has 0.5 left" in page
+        assert re.search(r"Choose a session of at most (29|30) minutes, or a profile without GPUs\.", page)
+        api = learner.api("POST", "/users/learner1/server", json={"profile": "gpu-h200-1", "course": "llm-101",
+                                                                  "walltime": "60"})
+        assert api.status_code == 403 and "your GPU budget for llm-101 has 0.5 left" in api.json()["message"]
+        assert learner.server() is None
+        assert sorted(j["id"] for j in live_jobs("learner1")) == sorted(jobs)   # nothing was submitted
+    finally:
+        subprocess.run(["scancel", *jobs], check=False)
+        accounts.set_association("learner1", account, sorted(current.qos), current.default_qos, gpu_minutes=360)

@@ -17,7 +17,9 @@ import pytest
 from assessments.gradebook.db import open_gradebook
 from assessments.gradebook.enrolment import Enrolment
 from assessments.gradebook.slurm_associations import CourseAssociations
+from courses.catalogue import GpuBudget
 from hub import slurm_cluster
+from spawners.queue_hints import explain_reason
 from spawners.slurm_accounts import SlurmAccounts
 
 from ..support import wait_for
@@ -188,7 +190,52 @@ def test_enrolment_gives_a_course_association_and_unenrolment_ends_it(users, bas
     assert "Invalid account" in refusal(sbatch("learner1", "-A", account, "--mem=100M"))
     assert sacct_state(job).startswith("CANCELLED")   # their job on the course's account ended with it
     # nothing more to do, and another gradebook's people are not this one's to remove
-    assert associations.sync(hub, enrolment, {course}) == {"set": [], "removed": []}
+    assert associations.sync(hub, enrolment, {course}) == {"set": [], "removed": [], "budgets": []}
+
+
+def test_gpu_budgets_from_the_catalogue_are_kept_by_slurm(users, base_config, tmp_path):
+    """The catalogue's budgets become GrpTRESMins on the course account and each learner's
+    association; Slurm refuses a job its learner's budget cannot cover, and holds one the course's
+    remaining budget cannot cover beside what is running, with a reason the platform puts in words."""
+    course = "budget-test-101"
+    account = f"academy-{course}"
+    budgets = {course: GpuBudget(course_gpu_hours=0.75, learner_gpu_hours=0.5)}   # 45 and 30 GPU-minutes
+    enrolment = Enrolment(open_gradebook(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"))
+    associations = CourseAssociations.from_config(base_config, lambda: budgets)
+    hub = GroupsOnly({"learner1": ["learners"], "learner2": ["learners"]})
+    for learner in ("learner1", "learner2"):
+        enrolment.add(course, learner, "learner")
+    gpu = ["-A", account, f"--qos={QOS1}", "-p", "gpu", "--gres=gpu:h200:1", "--mem=1G"]
+    jobs = []
+    try:
+        assert associations.sync(hub, enrolment, {course})["budgets"] == [account]
+        accounts = SlurmAccounts()
+        assert accounts.account_gpu_minutes()[account] == 45
+        assert {u: a.gpu_minutes for (u, acct), a in accounts.associations(["learner1", "learner2"]).items()
+                if acct == account} == {"learner1": 30, "learner2": 30}
+
+        assert "AssocGrpGRESMinutes" in refusal(sbatch("learner1", *gpu, "-t", "40"))   # over their own 30
+        first = sbatch("learner1", *gpu, "-t", "30", test_only=False, script="sleep 300")
+        jobs.append(first.stdout.strip().split(";")[0])
+        wait_for(lambda: job_fields(jobs[0]).get("JobState") == "RUNNING", 30, what="learner1's GPU job to start")
+        # learner2's 20 minutes fit their own 30, not the course's 45 beside learner1's 30
+        second = sbatch("learner2", *gpu, "-t", "20", test_only=False, script="sleep 300")
+        jobs.append(second.stdout.strip().split(";")[0])
+        reason = wait_for(lambda: job_fields(jobs[1]).get("Reason") == "AssocGrpGRESMinutes"
+                          and job_fields(jobs[1])["Reason"], 30, what="learner2's job held for the course's budget")
+        assert job_fields(jobs[1])["JobState"] == "PENDING"
+        assert "GPU-hour budget" in explain_reason(reason)[0]
+
+        budgets[course] = GpuBudget(course_gpu_hours=2)           # the trainer raised it: no per-learner limit
+        assert associations.sync(hub, enrolment, {course})["budgets"] == [account]
+        assert accounts.associations(["learner2"])[("learner2", account)].gpu_minutes is None
+        wait_for(lambda: job_fields(jobs[1]).get("JobState") == "RUNNING", 60, what="learner2's job to start")
+    finally:
+        subprocess.run(["scancel", *jobs], check=False)
+        for learner in ("learner1", "learner2"):
+            enrolment.remove(course, learner)
+        associations.sync(hub, enrolment, {course})
+        subprocess.run(["sacctmgr", "-i", "delete", "account", account], capture_output=True, check=False)
 
 
 def test_slurm_check_reads_a_cluster_and_names_what_is_missing(users, base_config):

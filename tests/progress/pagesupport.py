@@ -29,7 +29,8 @@ PROGRAMME = Programme(
     courses={"llm-101": ("tokenization", "attention"), "llm-201": ("finetune",), "hpc-101": ("mpi-hello",)},
     tracks={"llm-engineering": ("llm-101", "llm-201"), "hpc-engineering": ("hpc-101",)},
     course_titles={"llm-101": "LLM foundations", "llm-201": "LLM fine-tuning", "hpc-101": "HPC foundations"},
-    track_titles={"llm-engineering": "LLM engineering", "hpc-engineering": "HPC engineering"})
+    track_titles={"llm-engineering": "LLM engineering", "hpc-engineering": "HPC engineering"},
+    budgets={"llm-101": (100, 2.5)})   # GPU-hours: the course's, each learner's
 ENROLMENT = [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"), ("llm-201", "learner1", "learner"),
              ("llm-201", "learner2", "learner"), ("hpc-101", "learner1", "learner"), ("llm-101", "trainer1", "trainer"),
              ("hpc-101", "trainer2", "trainer")]

@@ -57,6 +57,7 @@ def test_a_learner_sees_status_scores_deadlines_gpu_hours_and_what_to_do_next(sv
     nxt = re.search(r'<section class="card next" id="next">(.*?)</section>', html, re.S).group(1)
     assert "<strong>attention</strong>" in nxt and "fetched, not submitted" in nxt
     assert re.search(r"GPU-hours used: <strong>3.00</strong>", html)       # 2 GPUs x 1.5 h
+    assert "GPU-hours 3.00 of a budget of 2.5" in html                     # llm-101's, per learner
     assert 'data-track="llm-engineering"' in html and "not passed yet" in html
     assert "learner2" not in html
 
@@ -96,6 +97,12 @@ def test_a_trainer_sees_the_cohort_with_plots_and_filters(svc):
     assert "submitted one or more" in html
     assert "learner1" in row(html, "learner", "learner1") and "9 / 10" in row(html, "learner", "learner1")
     assert "not started" in row(html, "learner", "learner2")
+    # GPU budgets: the course's use against its budget, each learner's against theirs
+    budget = " ".join(re.sub(r"<[^>]+>", " ", re.search(r'id="gpu-budget">(.*?)</p>', html, re.S).group(1)).split())
+    assert budget == "GPU-hours used by the course: 3.00 of its budget of 100 each learner may use 2.5"
+    assert re.search(r'data-learner="learner1".*?<td class="num gpu over-budget"\s+'
+                     r'title="120% of the learner\'s GPU budget">3.00</td>', html, re.S)
+    assert re.search(r'data-learner="learner2".*?<td class="num gpu"\s+title="0%', html, re.S)
     behind = svc.get("courses/llm-101?filter=behind", "t-trainer1").text
     assert 'data-learner="learner2"' in behind and 'data-learner="learner1"' not in behind
     started = svc.get("courses/llm-101?filter=not_started", "t-trainer1").text
@@ -140,8 +147,8 @@ def test_the_cohort_csv_is_the_selection_on_every_page_with_safe_cells(svc):
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [x["learner"] for x in rows] == ["learner1", "learner2"]
     one = rows[0]
-    assert (one["submitted"], one["score"], one["max_score"], one["score_percent"], one["gpu_hours"]) == \
-        ("1", "9", "10", "90", "3")
+    assert (one["submitted"], one["score"], one["max_score"], one["score_percent"], one["gpu_hours"],
+            one["gpu_hours_budget"]) == ("1", "9", "10", "90", "3", "2.5")
     assert (one["tokenization status"], one["tokenization score"], one["attention status"]) == \
         ("graded", "9", "fetched")
     assert rows[1]["started"] == "no" and rows[1]["behind"] == "1"
@@ -189,3 +196,5 @@ def test_the_programme_follows_the_catalogue():
     assert programme.tracks == {"hpc-engineering": ("hpc-101", "hpc-201"), "llm-engineering": ("llm-101", "llm-201")}
     assert programme.courses["llm-101"] == ("tokenization", "attention", "tiny-gpt")
     assert programme.track_title("llm-engineering") == "LLM engineering"
+    assert (programme.course_budget("llm-101"), programme.learner_budget("llm-101")) == (200, 6)
+    assert programme.learner_budget("hpc-101") is None

@@ -39,6 +39,10 @@ def broken_copy(tmp_path, course_id, change):
     (lambda d: d["assignments"][0].update(notebook="missing.ipynb"), "key assignments[0].notebook:"),
     (lambda d: d.update(id="llm-102"), "key id: 'llm-102' must match the file name 'llm-101'"),
     (lambda d: d.update(extra="x"), "llm-101.yaml: key (top level): Additional properties are not allowed"),
+    (lambda d: d.update(gpu_budget={"course_gpu_hours": 0}), "key gpu_budget.course_gpu_hours: 0 is less than or equal"),
+    (lambda d: d.update(gpu_budget={}), "key gpu_budget: {} should be non-empty (accepted: course_gpu_hours"),
+    (lambda d: d.update(gpu_budget={"course_gpu_hours": 5, "learner_gpu_hours": 6}),
+     "key gpu_budget.learner_gpu_hours: 6 is more than the whole course's 5 (accepted: at most course_gpu_hours)"),
 ])
 def test_bad_course_file_names_the_key(tmp_path, change, message):
     folder = broken_copy(tmp_path, "llm-101", change)
