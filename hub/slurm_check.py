@@ -92,6 +92,13 @@ def _conf_findings(conf: dict[str, str]) -> list[Finding]:
                 "AccountingStorageTRES=gres/gpu in slurm.conf"),
         Finding("jobs" in private, f"PrivateData hides other users' jobs (is: {conf.get('PrivateData')})",
                 "PrivateData=jobs,usage in slurm.conf"),
+        # GrpTRESMins (the courses' GPU-hour budgets) is counted only by priority/multifactor, and
+        # only `safe` keeps a job from starting that its remaining budget cannot finish.
+        Finding(conf.get("PriorityType") == "priority/multifactor" and "safe" in enforce,
+                f"GPU-hour budgets counted and enforced (PriorityType is: {conf.get('PriorityType')}, "
+                f"AccountingStorageEnforce is: {conf.get('AccountingStorageEnforce')})",
+                "PriorityType=priority/multifactor and AccountingStorageEnforce=...,safe in slurm.conf (a decay "
+                "half-life of 0 and PriorityUsageResetPeriod=NONE keep a budget spent once)"),
         Finding("task/cgroup" in conf.get("TaskPlugin", ""), "memory, cores and GPUs enforced by task/cgroup",
                 "TaskPlugin=task/cgroup and a cgroup.conf with ConstrainRAMSpace, ConstrainCores, ConstrainDevices"),
     ]
