@@ -9,7 +9,10 @@ Errors name the file and the key.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import yaml
 COURSES_DIR = Path(__file__).resolve().parent
 NOTEBOOKS_DIR = COURSES_DIR / "notebooks"
 DATA_DIR = COURSES_DIR / "data"
+log = logging.getLogger("academy.catalogue")
 
 _id = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,39}$",
        "description": "lower-case letters, digits and '-', 2 to 40 characters"}
@@ -201,3 +205,64 @@ def find_assignment(course_id: str, assignment_id: str, directory: Path = COURSE
     if not re.fullmatch(_id["pattern"], course_id) or not path.is_file():
         return None
     return next((a for a in load_course(path).assignments if a.id == assignment_id), None)
+
+
+class LiveCatalogue(Mapping):
+    """The catalogue as the course files say now, for long-running services (the exchange, the
+    progress service): re-read when a course file is added, changed or removed, checked at most
+    every CHECK_S, so `academy course publish` of a new course or assignment is live at once,
+    without a restart. A file that no longer loads leaves the last good catalogue in place (the
+    error is logged once per change: `academy course validate` names it for the trainer)."""
+
+    CHECK_S = 1.0
+
+    def __init__(self, directory: Path = COURSES_DIR, profiles: set[str] | None = None):
+        self.directory, self.profiles = directory, profiles
+        self.version = 0        # bumped at each reload: what is derived from it can be cached by it
+        self._stamp: tuple = ()
+        self._checked = 0.0
+        self._courses: dict[str, Course] = {}
+        self._refresh(force=True)
+
+    def _files_stamp(self) -> tuple:
+        stamp = []
+        for path in sorted(self.directory.glob("*.yaml")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:       # removed while we looked
+                continue
+            stamp.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(stamp)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.CHECK_S:
+            return
+        self._checked = now
+        stamp = self._files_stamp()
+        if stamp == self._stamp and not force:
+            return
+        self._stamp = stamp
+        try:
+            courses = load_catalogue(self.directory, self.profiles)
+        except CatalogueError as e:
+            if force:
+                raise
+            log.error("the course catalogue did not reload, the last good one stays: %s", e)
+            return
+        if courses.keys() != self._courses.keys() or not self.version:
+            log.info("course catalogue: %s", ", ".join(sorted(courses)))
+        self._courses, self.version = courses, self.version + 1
+
+    def current(self) -> dict[str, Course]:
+        self._refresh()
+        return self._courses
+
+    def __getitem__(self, course_id: str) -> Course:
+        return self.current()[course_id]
+
+    def __iter__(self):
+        return iter(self.current())
+
+    def __len__(self) -> int:
+        return len(self.current())

@@ -130,6 +130,9 @@ SLURM = _section("the Slurm cluster sessions and grading run on", {
     "dbd_port": _(_port, "slurmdbd's port (the embedded cluster's accounting)"),
     "db_port": _(_port, "the embedded cluster's accounting database (MariaDB), on loopback"),
     "operators_group": _(_name, "the Unix group whose members may use operators-only partitions"),
+    "end_notices_dir": {"type": "string", "pattern": r"^(/[^\n\0]*)?$",
+                        "description": "'' or the absolute directory where EpilogSlurmctld notes ended jobs "
+                                       "for the hub (on the hub's host)"},
     "accounts": ACCOUNTS,
     "node_cpus": {"type": "integer", "minimum": 1, "maximum": 4096,
                   "description": "the embedded node's CPU cores, 1 to 4096"},

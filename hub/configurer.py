@@ -108,6 +108,8 @@ def update_groups(c, cfg: dict) -> None:
 
 
 def update_spawner(c, cfg: dict) -> None:
+    from .slurm_cluster import end_notices_dir
+
     slurm = cfg["slurm"]
     c.JupyterHub.spawner_class = "spawners.slurm_spawner.AcademySlurmSpawner"
     c.AcademySlurmSpawner.profiles = cfg["profiles"]
@@ -118,6 +120,7 @@ def update_spawner(c, cfg: dict) -> None:
     c.AcademySlurmSpawner.slurm_timeout = float(slurm["command_timeout"])
     c.AcademySlurmSpawner.slurm_accounts = slurm["accounts"]
     c.AcademySlurmSpawner.slurm_manage_qos = slurm["manage"]
+    c.AcademySlurmSpawner.end_notices_dir = end_notices_dir(cfg)
     sessions = cfg["sessions"]
     c.AcademySlurmSpawner.pending_timeout = float(sessions["pending_timeout"])
     c.AcademySlurmSpawner.monitor_interval = float(sessions["monitor_interval"])

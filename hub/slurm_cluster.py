@@ -8,6 +8,7 @@ when it changed (restarting the daemons then), and says exactly what stands in t
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -73,7 +74,18 @@ def render_slurm_conf(cfg: dict, cgroups: bool | None = None) -> str:
         run_dir=str(RUN_DIR), log_dir=cfg["slurm"]["log_dir"], cpus=s["node_cpus"],
         memory_mb=s["node_memory_mb"], gpu_type=s["gpu_type"], gpus=s["gpus"], partitions=s["partitions"],
         cgroups=cgroups_enforced(cfg) if cgroups is None else cgroups, operators_group=s["operators_group"],
+        epilog_slurmctld=str(epilog_path(cfg)),
     )
+
+
+def end_notices_dir(cfg: dict) -> str:
+    """Where slurmctld notes each job's end for the hub: the config's, else the embedded cluster's own."""
+    s = cfg["slurm"]
+    return s["end_notices_dir"] or (str(RUN_DIR / "ended") if s["manage"] else "")
+
+
+def epilog_path(cfg: dict) -> Path:
+    return Path(cfg["slurm"]["state_dir"]) / "epilog_slurmctld.sh"
 
 
 def render_gres_conf(cfg: dict) -> str:
@@ -125,6 +137,9 @@ def ensure_config(cfg: dict) -> bool:
     changed = _write_if_changed(conf_dir / "slurm.conf", render_slurm_conf(cfg))
     changed |= _write_if_changed(conf_dir / "gres.conf", render_gres_conf(cfg))
     changed |= _write_if_changed(conf_dir / "cgroup.conf", _render("cgroup.conf.j2"))
+    notices = Path(end_notices_dir(cfg))
+    notices.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _write_if_changed(epilog_path(cfg), _render("epilog_slurmctld.sh.j2", notices_dir=shlex.quote(str(notices))), 0o755)
     return changed
 
 

@@ -165,7 +165,7 @@ class ClusterView:
                 held.setdefault(user, []).append((job_id, "|".join(name), reason))
         try:
             allowances = parse_assoc_mgr(await self.client.assoc_mgr())
-        except SlurmError as e:   # a cluster without accounting: no budgets to show
+        except (SlurmError, OSError) as e:   # a cluster without accounting, or scontrol: no budgets to show
             log.debug("no GPU budgets from Slurm: %s", e)
             allowances = {}
         self.nodes, self.pending, self.held, self.allowances, self.at = nodes, pending, held, allowances, time.monotonic()

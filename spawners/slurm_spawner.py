@@ -40,7 +40,7 @@ from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
 from traitlets import Any, Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import gpu_budget, port_report, queue_hints, session_account, session_end, session_token
+from . import end_notices, gpu_budget, port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .cluster_view import ClusterView
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
@@ -114,6 +114,10 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
     slurm_manage_qos = Bool(True, help="Create and update each profile's Slurm QOS (the embedded cluster); false on a "
                             "site's cluster, whose QOS its administrators keep.").tag(config=True)
 
+    end_notices_dir = Unicode("", help="Directory where slurmctld's EpilogSlurmctld notes each ended job (an empty "
+                              "file named by its id); '' for none. The hub reads it once a second and confirms "
+                              "a noted end with Slurm: sessions killed without a signal end in seconds too.",
+                              ).tag(config=True)
     cluster_view_interval = Float(15.0, help="Seconds the spawn form's view of the cluster (free GPUs, queue) is "
                                   "reused: one sinfo and one squeue per interval, however many open the form.",
                                   ).tag(config=True)
@@ -198,7 +202,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         account = self.policy.account_for(request.course)
         try:
             text = await self.slurm.assoc_mgr(users=[self.user.name], accounts=[account])
-        except SlurmError as e:
+        except (SlurmError, OSError) as e:     # slurmctld away, scontrol missing
             self.log.warning("GPU budget of %s on %s not known (%s); Slurm checks it at submission",
                              self.user.name, account, e)
             return None
@@ -239,7 +243,17 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
             raise SessionError(queue_hints.submit_failure_message(e), 503) from None
         self.log.info("Submitted job %s for %s", self.job_id, self.user.name)
         self.monitor.watch(self.job_id)
+        self._follow_end_notices()
         return self.job_id
+
+    def _follow_end_notices(self) -> None:
+        if self.end_notices_dir and self.job_id:
+            end_notices.EndNotices.shared(self.end_notices_dir).follow(self.job_id, self)
+
+    def _forget_job(self) -> None:
+        self.monitor.forget(self.job_id)
+        if self.end_notices_dir:
+            end_notices.EndNotices.shared(self.end_notices_dir).forget(self.job_id)
 
     async def _ensure_association(self) -> None:
         try:
@@ -290,6 +304,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         """None while the session lives; 1 once its job has ended (never on a Slurm hiccup)."""
         if not self.job_id:
             return 1
+        self._follow_end_notices()   # idempotent; after a hub restart, the first poll starts it
         info = await self._job()
         if info is None:
             return None  # Slurm is not answering: keep the session, the monitor backs off
@@ -307,7 +322,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
             self.end_reason = info.state.lower()
             self.log.info("Job %s of %s ended: %s", self.job_id, self.user.name, info.state)
         self._record_stop()
-        self.monitor.forget(self.job_id)
+        self._forget_job()
         session_token.revoke(self)  # before clear_state, which forgets the token
         self.clear_state()
         return 1
@@ -368,12 +383,14 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
     _following_end: asyncio.Future | None = None
     end_reason = ""  # how the last session ended: a Slurm state in lower case, "requeued", or "stopped-by-hub"
 
-    def accept_end_report(self) -> bool:
-        """Called by the end-report handler: follow the job's end closely; False if there is
-        nothing to follow (not running, or already followed)."""
+    def accept_end_report(self, source: str = "its server") -> bool:
+        """Called when the session's server reports its end (the end-report handler) or Slurm's
+        epilog notes it (end_notices): follow the job's end closely; False if there is nothing to
+        follow (not running, or already followed)."""
         if not (self.session_started and self.job_id) or (self._following_end and not self._following_end.done()):
             return False
-        self.log.info("Session of %s reports its end (job %s); confirming with Slurm", self.user.name, self.job_id)
+        self.log.info("Session of %s: end reported by %s (job %s); confirming with Slurm", self.user.name, source,
+                      self.job_id)
         self._following_end = asyncio.ensure_future(session_end.follow(self))
         return True
 
@@ -481,7 +498,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
                 if info is not None and info.state not in RUNNING_STATES and info.state not in PENDING_STATES:
                     break
                 await asyncio.sleep(0.5)
-        self.monitor.forget(self.job_id)
+        self._forget_job()
 
 
 __all__ = ["AcademySlurmSpawner", "QUERY_SPAWN_REFUSED", "SessionError", "Spawner"]

@@ -18,7 +18,7 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from courses.catalogue import load_catalogue
+from courses.catalogue import LiveCatalogue
 from spawners.slurm_client import SlurmClient
 
 from ..gradebook import hub_groups
@@ -55,7 +55,7 @@ def make_app(cfg: dict, **settings) -> web.Application:
     return make_application(
         prefix, routes, NotFound, pool_size=8,
         store=Store.from_config(cfg), cfg=cfg, slurm=SlurmClient(bin_dir=cfg["slurm"]["bin_dir"]),
-        catalogue=load_catalogue(profiles={p["key"] for p in cfg["profiles"]}),
+        catalogue=LiveCatalogue(profiles={p["key"] for p in cfg["profiles"]}),   # a course published since start counts
         profiles={p["key"]: p for p in cfg["profiles"]}, **settings)
 
 

@@ -77,6 +77,25 @@ class Programme:
         return self.track_titles.get(track, track)
 
 
+class LiveProgramme:
+    """The Programme of a courses.catalogue.LiveCatalogue, rebuilt when the catalogue reloads: a
+    course published since the service started has its pages, completion and certificates."""
+
+    def __init__(self, catalogue):
+        self.catalogue = catalogue
+        self._version = -1
+        self._programme: Programme | None = None
+
+    def current(self) -> Programme:
+        courses = self.catalogue.current()
+        if self.catalogue.version != self._version or self._programme is None:
+            self._programme, self._version = Programme.from_catalogue(courses), self.catalogue.version
+        return self._programme
+
+    def __getattr__(self, name):
+        return getattr(self.current(), name)
+
+
 def passed(scores: dict[str, tuple[float | None, float | None]], assignments: tuple[str, ...]) -> bool:
     """Whether (score, max_score) per assignment meets the pass rule for every assignment listed."""
     for a in assignments:

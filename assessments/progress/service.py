@@ -195,8 +195,8 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
 
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{NAME}/")
     if programme is None:
-        from courses.catalogue import load_catalogue
-        programme = completion.Programme.from_catalogue(load_catalogue())
+        from courses.catalogue import LiveCatalogue
+        programme = completion.LiveProgramme(LiveCatalogue())
     routes = [
         (r"api/events", EventsHandler),
         (r"api/me", MeHandler),

@@ -213,3 +213,35 @@ def test_jupyterlab_assignments_tab_fetches_submits_and_gets_feedback_through_th
     assert html.status_code == 200 and "Tests failed: 0 of 3 points" in html.text
     learner.stop_server()
     shutil.rmtree(local_copy, ignore_errors=True)
+
+
+def test_a_course_published_while_the_services_run_is_live_at_once(hub, login):
+    """A trainer adds a course file and publishes: the running exchange serves its assignment and
+    the running progress service its cohort page, with no restart (they follow the course files)."""
+    from courses.catalogue import COURSES_DIR, NOTEBOOKS_DIR
+
+    import yaml
+    course_file, notebooks = COURSES_DIR / "live-101.yaml", NOTEBOOKS_DIR / "live-101"
+    data = yaml.safe_load((COURSES_DIR / "hpc-101.yaml").read_text())
+    first = data["assignments"][0]
+    learner1, trainer1 = login("learner1"), login("trainer1")
+    try:
+        course_file.write_text(yaml.safe_dump({**data, "id": "live-101", "title": "A course published live"}))
+        notebooks.symlink_to("hpc-101")              # its notebooks: hpc-101's, under the new id
+        for args in (("enrol", "live-101", "learner1"), ("enrol", "live-101", "trainer1", "--trainer"),
+                     ("publish", "live-101", first["id"])):
+            out = academy(hub, *args)
+            assert out.returncode == 0, out.stderr
+        listed = exchange(hub, learner1, "GET", "assignments").json()["assignments"]
+        assert ("live-101", first["id"]) in {(a["course"], a["assignment"]) for a in listed}
+        files = exchange(hub, learner1, "GET", f"courses/live-101/assignments/{first['id']}/files")
+        assert files.status_code == 200 and first["notebook"] in files.json()["files"]
+        page = requests.get(f"{hub.url}/services/academy-progress/courses/live-101",
+                            headers={"Authorization": f"token {trainer1.token}"}, timeout=30)
+        assert page.status_code == 200 and "A course published live" in page.text
+    finally:
+        for user in ("learner1", "trainer1"):
+            academy(hub, "unenrol", "live-101", user)
+        course_file.unlink(missing_ok=True)
+        if notebooks.is_symlink():
+            notebooks.unlink()

@@ -9,6 +9,8 @@ only the jobs these tests started, not those of other hubs running beside them.
 from __future__ import annotations
 
 import html
+import os
+import signal
 import subprocess
 from datetime import datetime, timezone
 
@@ -141,7 +143,27 @@ def test_session_token_dies_when_the_job_is_preempted(fast_hub, demo_credentials
         subprocess.run(["scancel", urgent], check=False)
 
 
-def test_a_session_ended_behind_the_hubs_back_is_known_in_seconds_and_counted_by_slurm(make_hub, base_config,
+# scancel: the session's server hears SIGTERM and tells the hub. SIGKILL of every process of the
+# job: nothing can be told by the session; Slurm's EpilogSlurmctld notes the end for the hub.
+def kill_job_processes(job: str) -> None:
+    """SIGKILL to every process of the job (what the OOM killer or a crash does): `scancel --signal=KILL`
+    would not do, Slurm cancels with SIGTERM first."""
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    assert pids, out
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+ENDS = {"scancel": (lambda job: subprocess.run(["scancel", job], check=True), "its server"),
+        "sigkill": (kill_job_processes, "Slurm's epilog")}
+
+
+@pytest.mark.parametrize("how", ENDS)
+def test_a_session_ended_behind_the_hubs_back_is_known_in_seconds_and_counted_by_slurm(how, make_hub, base_config,
                                                                                      demo_credentials):
     # The platform's defaults: the hub polls, and squeue runs, every 30 s; Slurm's accounting is read every second.
     hub = make_hub({"profiles": [*base_config["profiles"], ALL_GPUS], "slurm": {"cluster_name": "sec15"},
@@ -150,10 +172,11 @@ def test_a_session_ended_behind_the_hubs_back_is_known_in_seconds_and_counted_by
     token = session_token(hub, learner)
     before = progress_gpu_hours(hub, learner)
     mark = hub.log_mark()
-    subprocess.run(["scancel", job], check=True)  # a learner in a terminal, an operator
-    # JupyterLab's server heard SIGTERM and told the hub, which confirmed the end with Slurm at once
+    end, reporter = ENDS[how]
+    end(job)        # a learner in a terminal, an operator; the OOM killer
+    # the hub heard of the end and confirmed it with Slurm at once, well before its 30 s poll
     assert wait_for(lambda: learner.server() is None, 15, what="the hub to show the server stopped")
-    assert f"Session of learner1 reports its end (job {job})" in mark.new_text()
+    assert f"Session of learner1: end reported by {reporter} (job {job})" in mark.new_text()
     assert_revoked(hub, learner, token)
     # its GPU-hours are Slurm's: four GPUs times the job's elapsed time in sacct
     want = round(before + sacct_gpu_hours(job), 4)

@@ -49,3 +49,33 @@ def test_bad_course_file_names_the_key(tmp_path, change, message):
     with pytest.raises(CatalogueError) as e:
         load_catalogue(folder, profiles=PROFILES)
     assert message in str(e.value)
+
+
+def test_a_live_catalogue_follows_the_course_files(tmp_path, monkeypatch):
+    """What the exchange and progress services hold: a course added, changed or removed is seen
+    within a second, without a restart; a broken edit keeps the last good catalogue."""
+    from courses import catalogue
+
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    for path in COURSES_DIR.glob("*.yaml"):
+        shutil.copy(path, folder / path.name)
+    notebooks = tmp_path / "notebooks"       # the new course's notebooks: hpc-101's, under its own id
+    notebooks.mkdir()
+    for course in ("hpc-101", "hpc-201", "llm-101", "llm-201"):
+        (notebooks / course).symlink_to(catalogue.NOTEBOOKS_DIR / course)
+    (notebooks / "hpc-102").symlink_to(catalogue.NOTEBOOKS_DIR / "hpc-101")
+    monkeypatch.setattr(catalogue, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(catalogue.LiveCatalogue, "CHECK_S", 0.0)
+
+    live = catalogue.LiveCatalogue(folder)
+    assert "hpc-102" not in live and live.version == 1
+    data = yaml.safe_load((folder / "hpc-101.yaml").read_text())
+    (folder / "hpc-102.yaml").write_text(yaml.safe_dump({**data, "id": "hpc-102", "title": "HPC again"}))
+    assert live["hpc-102"].title == "HPC again" and live.version == 2
+    assert [a.id for a in live["hpc-102"].assignments] == [a.id for a in live["hpc-101"].assignments]
+
+    (folder / "hpc-102.yaml").write_text("id: [broken")
+    assert live["hpc-102"].title == "HPC again" and live.version == 2     # the last good catalogue stays
+    (folder / "hpc-102.yaml").unlink()
+    assert "hpc-102" not in live and live.version == 3

@@ -19,6 +19,7 @@ DERIVED = {
     "session_event_hook",  # an object the hub builds
     "slurm_accounts",      # the whole slurm.accounts section; an unconfigured spawner charges no account
     "slurm_manage_qos",    # slurm.manage: only the embedded cluster's QOS are the platform's to keep
+    "end_notices_dir",     # slurm.end_notices_dir, else the embedded cluster's own (slurm.manage)
 }
 
 
