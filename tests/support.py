@@ -260,3 +260,18 @@ def session_token(hub: Hub, user: "HubUser") -> str:
 def hub_answers(hub: Hub, token: str) -> int:
     """The hub's status code for GET /hub/api/user with TOKEN: 200 while it lives."""
     return requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10).status_code
+
+
+def sacct_gpu_hours(job: str) -> float:
+    """The job's GPU-hours as Slurm's accounting has them: gres/gpu of AllocTRES times ElapsedRaw."""
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, "-o", "ElapsedRaw,AllocTRES"], capture_output=True,
+                         text=True).stdout.strip()
+    elapsed, tres = out.split("|")
+    gpus = next((int(v) for k, _, v in (t.partition("=") for t in tres.split(",")) if k == "gres/gpu"), 0)
+    return gpus * int(elapsed) / 3600
+
+
+def progress_gpu_hours(hub, user: "HubUser") -> float:
+    me = requests.get(f"{hub.url}/services/academy-progress/api/me", headers={"Authorization": f"token {user.token}"},
+                      timeout=30).json()
+    return me["gpu_hours"]

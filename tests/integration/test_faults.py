@@ -17,7 +17,8 @@ import requests
 
 from hub import slurm_cluster
 
-from ..support import HubUser, LogMark, hub_answers, live_jobs, run_in_kernel, session_token, squeue, wait_for
+from ..support import (HubUser, LogMark, hub_answers, live_jobs, progress_gpu_hours, run_in_kernel, sacct_gpu_hours,
+                       session_token, squeue, wait_for)
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +70,12 @@ def faults():
     subprocess.run(["rm", "-rf", str(f.root)], check=False)
 
 
-def fast_hub(make_hub, faults: SlurmFaults | None = None, **sessions):
+def fast_hub(make_hub, faults: SlurmFaults | None = None, progress: dict | None = None, **sessions):
     overrides = {
         "hub": {"poll_interval": 1},
         "sessions": {"monitor_interval": 1, "reaper_interval": 2, "reaper_grace": 0, **sessions},
         "slurm": {"command_timeout": 5, **({"bin_dir": str(faults.bin)} if faults else {})},
+        **({"progress": progress} if progress else {}),
     }
     return make_hub(overrides)
 
@@ -309,10 +311,11 @@ def test_controller_down_keeps_sessions_and_fails_new_starts_clearly_until_it_is
 
 
 def test_walltime_end_is_seen_within_one_poll(make_hub, demo_credentials):
-    hub = fast_hub(make_hub)
-    learner, job = start_session(hub, demo_credentials, walltime=1)
+    hub = fast_hub(make_hub, progress={"accounting_interval": 1})
+    learner, job = start_session(hub, demo_credentials, profile="gpu-h200-1", walltime=1)
     token = session_token(hub, learner)
     assert hub_answers(hub, token) == 200
+    before = progress_gpu_hours(hub, learner)
     assert wait_for(lambda: squeue("--jobs", job["id"])[0]["state"] not in ("RUNNING", "COMPLETING"), 150, 1)
     ended = time.monotonic()
     assert squeue("--jobs", job["id"])[0]["state"] == "TIMEOUT"
@@ -321,6 +324,9 @@ def test_walltime_end_is_seen_within_one_poll(make_hub, demo_credentials):
     assert time.monotonic() - ended < 6
     # and the session's hub token died with it (tests/security/test_sessions_and_tokens.py: scancel, preemption)
     assert hub_answers(hub, token) in (401, 403)
+    # its GPU-hours are Slurm's: one GPU for the job's elapsed time in sacct (the whole minute)
+    want = round(before + sacct_gpu_hours(job["id"]), 4)
+    assert wait_for(lambda: abs(progress_gpu_hours(hub, learner) - want) < 1e-3, 20, what=f"{want} GPU-hours")
 
 
 def test_two_sessions_on_one_node_get_their_own_ports(make_hub, demo_credentials):

@@ -22,7 +22,7 @@ from hub.configurer import platform_tag
 from assessments.exchange.service import AUTH_CACHE_S
 from spawners.slurm_spawner import QUERY_SPAWN_REFUSED
 
-from ..support import HubUser, hub_answers, session_token, squeue, wait_for
+from ..support import HubUser, hub_answers, progress_gpu_hours, sacct_gpu_hours, session_token, squeue, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,21 +85,6 @@ def assert_revoked(hub, user: HubUser, token: str) -> None:
     assert server_tokens(user) == []
 
 
-def sacct_gpu_hours(job: str) -> float:
-    """The job's GPU-hours as Slurm's accounting has them: gres/gpu of AllocTRES times ElapsedRaw."""
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, "-o", "ElapsedRaw,AllocTRES"], capture_output=True,
-                         text=True).stdout.strip()
-    elapsed, tres = out.split("|")
-    gpus = next((int(v) for k, _, v in (t.partition("=") for t in tres.split(",")) if k == "gres/gpu"), 0)
-    return gpus * int(elapsed) / 3600
-
-
-def progress_gpu_hours(hub, user: HubUser) -> float:
-    me = requests.get(f"{hub.url}/services/academy-progress/api/me", headers={"Authorization": f"token {user.token}"},
-                      timeout=30).json()
-    return me["gpu_hours"]
-
-
 # --- tokens --------------------------------------------------------------------------------------
 
 def test_session_token_expires_with_the_walltime_and_dies_when_the_job_is_scancelled(fast_hub, demo_credentials):
@@ -158,8 +143,9 @@ def kill_job_processes(job: str) -> None:
             pass
 
 
-ENDS = {"scancel": (lambda job: subprocess.run(["scancel", job], check=True), "its server"),
-        "sigkill": (kill_job_processes, "Slurm's epilog")}
+ENDS = {"scancel": (lambda learner, job: subprocess.run(["scancel", job], check=True), "its server"),
+        "sigkill": (lambda learner, job: kill_job_processes(job), "Slurm's epilog"),
+        "hub-stop": (lambda learner, job: learner.stop_server(), None)}   # the learner's stop button
 
 
 @pytest.mark.parametrize("how", ENDS)
@@ -173,10 +159,11 @@ def test_a_session_ended_behind_the_hubs_back_is_known_in_seconds_and_counted_by
     before = progress_gpu_hours(hub, learner)
     mark = hub.log_mark()
     end, reporter = ENDS[how]
-    end(job)        # a learner in a terminal, an operator; the OOM killer
+    end(learner, job)        # a learner in a terminal or at the stop button, an operator; the OOM killer
     # the hub heard of the end and confirmed it with Slurm at once, well before its 30 s poll
     assert wait_for(lambda: learner.server() is None, 15, what="the hub to show the server stopped")
-    assert f"Session of learner1: end reported by {reporter} (job {job})" in mark.new_text()
+    if reporter:
+        assert f"Session of learner1: end reported by {reporter} (job {job})" in mark.new_text()
     assert_revoked(hub, learner, token)
     # its GPU-hours are Slurm's: four GPUs times the job's elapsed time in sacct
     want = round(before + sacct_gpu_hours(job), 4)
