@@ -138,7 +138,8 @@ def ensure_config(cfg: dict) -> bool:
     changed |= _write_if_changed(conf_dir / "gres.conf", render_gres_conf(cfg))
     changed |= _write_if_changed(conf_dir / "cgroup.conf", _render("cgroup.conf.j2"))
     notices = Path(end_notices_dir(cfg))
-    notices.mkdir(mode=0o755, parents=True, exist_ok=True)
+    notices.mkdir(parents=True, exist_ok=True)
+    os.chmod(notices, 0o700)   # job ids of everyone's ended jobs: PrivateData hides them from learners, so must this
     _write_if_changed(epilog_path(cfg), _render("epilog_slurmctld.sh.j2", notices_dir=shlex.quote(str(notices))), 0o755)
     return changed
 

@@ -141,7 +141,7 @@ def test_a_one_gpu_job_can_open_only_its_own_gpu(users, base_config):
     assert errno.ENXIO != errno.EPERM
 
 
-def test_learners_see_only_their_own_jobs(users):
+def test_learners_see_only_their_own_jobs(users, base_config):
     job = sbatch("learner1", "--mem=100M", "-t", "2", test_only=False, script="sleep 60").stdout.strip().split(";")[0]
     try:
         wait_for(lambda: job_fields(job).get("JobState") in ("RUNNING", "PENDING"), 20)
@@ -155,6 +155,11 @@ def test_learners_see_only_their_own_jobs(users):
         assert job not in seen
     finally:
         subprocess.run(["scancel", job])
+    # nor in the notes Slurm's epilog leaves for the hub (every ended job's id)
+    notes = Path(slurm_cluster.end_notices_dir(base_config))
+    assert notes.is_dir()
+    listing = subprocess.run(["runuser", "-u", "learner2", "--", "ls", str(notes)], capture_output=True, text=True)
+    assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
 
 
 class GroupsOnly:
