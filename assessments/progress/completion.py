@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from courses.catalogue import GpuBudget
+
 from . import events as ev
 from .models import learner_assignments, learner_courses, track_completions
 from .outbox import stable_id
@@ -29,6 +31,7 @@ SOURCE = "academy-progress"            # the `source` of the events this module 
 GRADES = {"assignment_autograded", "score_recorded"}
 TRACK_TITLES = {"hpc-engineering": "HPC engineering", "llm-engineering": "LLM engineering"}
 _LEVELS = {"introductory": 0, "intermediate": 1, "advanced": 2}
+NO_BUDGET = GpuBudget()
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,13 @@ class Programme:
     tracks: dict[str, tuple[str, ...]]           # track -> its courses, prerequisites first
     course_titles: dict[str, str]
     track_titles: dict[str, str]
-    # course -> (GPU-hours of the whole course, of each learner), None where there is no limit
-    budgets: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    budgets: dict[str, GpuBudget] = field(default_factory=dict)   # course -> its GPU-hour budget, if any
 
     def learner_budget(self, course: str) -> float | None:
-        return self.budgets.get(course, (None, None))[1]
+        return self.budgets.get(course, NO_BUDGET).learner_gpu_hours
 
     def course_budget(self, course: str) -> float | None:
-        return self.budgets.get(course, (None, None))[0]
+        return self.budgets.get(course, NO_BUDGET).course_gpu_hours
 
     @classmethod
     def from_catalogue(cls, catalogue: dict) -> "Programme":
@@ -67,8 +69,7 @@ class Programme:
                    tracks={t: tuple(cs) for t, cs in sorted(tracks.items())},
                    course_titles={c.id: c.title for c in catalogue.values()},
                    track_titles={t: TRACK_TITLES.get(t, t.replace("-", " ").capitalize()) for t in tracks},
-                   budgets={c.id: (c.gpu_budget.course_gpu_hours, c.gpu_budget.learner_gpu_hours)
-                            for c in catalogue.values() if c.gpu_budget.course_gpu_hours or c.gpu_budget.learner_gpu_hours})
+                   budgets={c.id: c.gpu_budget for c in catalogue.values() if c.gpu_budget != NO_BUDGET})
 
     def track_of(self, course: str) -> str | None:
         return next((t for t, cs in self.tracks.items() if course in cs), None)

@@ -123,7 +123,8 @@ class LearnerPage(PageHandler):
                                    "courses": [{"course": c, "passed": c in passed} for c in courses]})
         render(self, "learner.html.j2", title="My progress" if user == me else f"Progress of {user}", user=me,
                subject=user, own=user == me, limited=only is not None, record=record, tracks=tracks,
-               next=queries.next_step(record, now), titles=programme.course_titles, budgets=programme.budgets,
+               next=queries.next_step(record, now), titles=programme.course_titles,
+               learner_budget=programme.learner_budget,
                pass_percent=round(100 * completion.PASS_FRACTION))
 
 

@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from assessments.progress import certificates, db, service
 from assessments.progress.completion import Programme
 from assessments.progress.groups import HubGroups
+from courses.catalogue import GpuBudget
 
 from ..support import free_port
 from .eventgen import T0, event_id
@@ -30,7 +31,7 @@ PROGRAMME = Programme(
     tracks={"llm-engineering": ("llm-101", "llm-201"), "hpc-engineering": ("hpc-101",)},
     course_titles={"llm-101": "LLM foundations", "llm-201": "LLM fine-tuning", "hpc-101": "HPC foundations"},
     track_titles={"llm-engineering": "LLM engineering", "hpc-engineering": "HPC engineering"},
-    budgets={"llm-101": (100, 2.5)})   # GPU-hours: the course's, each learner's
+    budgets={"llm-101": GpuBudget(course_gpu_hours=100, learner_gpu_hours=2.5)})
 ENROLMENT = [("llm-101", "learner1", "learner"), ("llm-101", "learner2", "learner"), ("llm-201", "learner1", "learner"),
              ("llm-201", "learner2", "learner"), ("hpc-101", "learner1", "learner"), ("llm-101", "trainer1", "trainer"),
              ("hpc-101", "trainer2", "trainer")]
