@@ -8,11 +8,15 @@ Runs in the *notebook* environment (it needs nbgrader), in a scratch nbgrader co
 3. ``nbgrader autograde`` of the solution (full marks, within the runtime budget) and of the
    blank release (no crash, zero on every autograded cell).
 Prints one JSON object: {"problems": [...], "solution_s": float, "scores": {...}}.
+Further submissions (``--also NAME=NOTEBOOK``: e.g. answers that take a shortcut the tests must
+catch) are graded beside the solution in the same scratch course; their scores are reported, and
+judging them is the caller's business.
 Every problem names the notebook and, where it applies, the cell.
 The notebook meets the data files the catalogue declares for COURSE_ID/ASSIGNMENT_ID beside it, as
 in a release (a notebook outside the catalogue gets none).
 
-    python -m assessments.courseware.check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S
+    python -m assessments.courseware.check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S \
+        [--also NAME=NOTEBOOK ...]
 """
 
 from __future__ import annotations
@@ -98,12 +102,12 @@ def nbgrader(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args, "--force"], cwd=root, capture_output=True, text=True)
 
 
-def autograde_scores(root: Path, assignment: str, notebook: str) -> dict[str, dict]:
+def autograde_scores(root: Path, assignment: str, notebook: str, students=("solution", "blank")) -> dict[str, dict]:
     from nbgrader.api import Gradebook
 
     scores = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        for student in ("solution", "blank"):
+        for student in students:
             try:
                 sub = gb.find_submission_notebook(notebook, assignment, student)
             except Exception:
@@ -114,6 +118,7 @@ def autograde_scores(root: Path, assignment: str, notebook: str) -> dict[str, di
                 "auto_max": sum(g.max_score for g in auto),
                 "nonzero_cells": [g.name for g in auto if g.auto_score > 0],
                 "short_cells": [g.name for g in auto if g.auto_score < g.max_score],
+                "cells": {g.name: [g.auto_score, g.max_score] for g in auto},
             }
     return scores
 
@@ -127,7 +132,7 @@ def declared_data(course: str, assignment: str) -> tuple[Path, ...]:
 
 
 def check(folder: Path, notebook: str, course: str, assignment: str, points: float, budget_s: float,
-          data: tuple[Path, ...] = ()) -> dict:
+          data: tuple[Path, ...] = (), also: dict[str, Path] | None = None) -> dict:
     where = f"{course}/{assignment}/{notebook}"
     stem = Path(notebook).stem
     problems: list[str] = []
@@ -166,7 +171,14 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
         blank = nbgrader(root, "autograde", assignment, "--student=blank")
         if blank.returncode != 0:
             problems.append(f"{where}: autograding the blank release crashed: {blank.stderr.strip()[-800:]}")
-        scores = autograde_scores(root, assignment, stem)
+        for student, path in (also or {}).items():
+            # the assignment's folder (data files included) with this submission's notebook in it
+            shutil.copytree(root / "source" / assignment, root / "submitted" / student / assignment)
+            shutil.copy(path, root / "submitted" / student / assignment / notebook)
+            other = nbgrader(root, "autograde", assignment, f"--student={student}")
+            if other.returncode != 0:
+                problems.append(f"{where}: autograding {student} crashed: {other.stderr.strip()[-800:]}")
+        scores = autograde_scores(root, assignment, stem, ("solution", "blank", *(also or {})))
         result["scores"] = scores
         sol, empty = scores.get("solution"), scores.get("blank")
         if sol is None:
@@ -185,9 +197,18 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    folder, notebook, course, assignment, points, budget = (argv or sys.argv[1:])
-    print(json.dumps(check(Path(folder), notebook, course, assignment, float(points), float(budget),
-                           declared_data(course, assignment))))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m assessments.courseware.check")
+    for name in ("folder", "notebook", "course", "assignment", "points", "budget"):
+        parser.add_argument(name)
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=NOTEBOOK",
+                        help="another submission to grade beside the solution")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    also = dict(item.split("=", 1) for item in args.also)
+    print(json.dumps(check(Path(args.folder), args.notebook, args.course, args.assignment, float(args.points),
+                           float(args.budget), declared_data(args.course, args.assignment),
+                           {name: Path(path) for name, path in also.items()})))
     return 0
 
 

@@ -28,14 +28,18 @@ class AssignmentReport:
     scores: dict = field(default_factory=dict)
 
 
-def check_assignment(a: Assignment, notebook_python: str, timeout_s: float | None = None) -> AssignmentReport:
-    """Run the checker for one assignment in the notebook environment."""
+def check_assignment(a: Assignment, notebook_python: str, timeout_s: float | None = None,
+                     also: dict[str, Path] | None = None) -> AssignmentReport:
+    """Run the checker for one assignment in the notebook environment; ``also`` grades further
+    submissions (name: notebook) beside the solution."""
     # nbgrader runs alembic and jupyter from PATH: the notebook environment's must come first.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
            "PATH": f"{os.path.dirname(notebook_python)}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     argv = [notebook_python, "-m", "assessments.courseware.check", str(a.folder), a.notebook, a.course_id, a.id,
             str(a.points), str(a.runtime_budget_s)]
-    limit = timeout_s or (a.runtime_budget_s * 4 + 120)
+    for name, path in (also or {}).items():
+        argv += ["--also", f"{name}={path}"]
+    limit = timeout_s or (a.runtime_budget_s * (4 + 2 * len(also or {})) + 120)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=limit, cwd=ROOT)
     except subprocess.TimeoutExpired:

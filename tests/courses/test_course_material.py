@@ -1,7 +1,9 @@
 """Every assignment of both tracks, checked as `academy course validate` checks it (CI runs them all):
 the solution autogrades to full marks within its runtime budget, the released notebook runs
 without crashing the grader and scores zero, hidden tests and solutions are absent from the release.
-And the checker itself catches the mistakes trainers make."""
+Answers that get the right numbers by the wrong method (tests/courses/wrong_methods) are graded in
+the same run and score zero where they cut the corner. And the checker itself catches the
+mistakes trainers make."""
 
 from __future__ import annotations
 
@@ -19,21 +21,41 @@ from assessments.courseware.validate import ROOT, check_assignment
 from courses.catalogue import load_catalogue
 from hub.config import load
 
+from .wrong_methods import variants, wrong_methods, write_variant
+
 CFG = load()
 PYTHON = os.path.join(CFG["notebook_env"], "bin", "python")
 CATALOGUE = load_catalogue(profiles={p["key"] for p in CFG["profiles"]})
 ASSIGNMENTS = [a for c in CATALOGUE.values() for a in c.assignments]
 
 
+def autograded_cells(assignment) -> set[str]:
+    nb = nbformat.read(assignment.folder / assignment.notebook, as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.cell_type == "code"
+            and c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+
+
 @pytest.fixture(scope="module")
-def reports(request):
+def reports(request, tmp_path_factory):
     """The checks of the assignments this run selected (-k), two at a time: the notebooks use one
-    torch thread, the machine has two cores."""
+    torch thread, the machine has two cores. Each check also grades the assignment's wrong-method
+    notebooks ("wrong-1", ...), written into a private temporary folder (they hold hidden tests)."""
     selected = list(dict.fromkeys(item.callspec.params["assignment"] for item in request.session.items
                                   if item.module is request.module and "assignment" in getattr(
                                       getattr(item, "callspec", None), "params", {})))
+    folder = tmp_path_factory.mktemp("wrong-methods")
+    os.chmod(folder, 0o700)
+
+    def run(a):
+        also = {}
+        for i, group in enumerate(variants(wrong_methods(a.course_id, a.id)), 1):
+            path = folder / f"{a.course_id}-{a.id}-wrong-{i}.ipynb"
+            write_variant(a.folder / a.notebook, group, path)
+            also[f"wrong-{i}"] = path
+        return check_assignment(a, PYTHON, also=also)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(selected, pool.map(lambda a: check_assignment(a, PYTHON), selected)))
+        return dict(zip(selected, pool.map(run, selected)))
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS, ids=[f"{a.course_id}/{a.id}" for a in ASSIGNMENTS])
@@ -44,6 +66,28 @@ def test_assignment_validates(assignment, reports):
     assert solution["auto_max"] > 0 and solution["auto_score"] == solution["auto_max"]
     assert blank["auto_score"] == 0
     assert report.solution_s <= assignment.runtime_budget_s
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS, ids=[f"{a.course_id}/{a.id}" for a in ASSIGNMENTS])
+def test_every_autograded_cell_has_a_wrong_method_answer(assignment):
+    caught = {cell for m in wrong_methods(assignment.course_id, assignment.id) for cell in m.zero_on}
+    missing = sorted(autograded_cells(assignment) - caught)
+    assert missing == [], f"no wrong-method answer in tests/courses/wrong_methods for: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS, ids=[f"{a.course_id}/{a.id}" for a in ASSIGNMENTS])
+def test_wrong_method_answers_score_zero_where_they_cut_the_corner(assignment, reports):
+    """Each wrong-method notebook: zero on the cells its answers name, full marks on all others
+    (so the zero comes from the test that checks the method, not from a notebook broken elsewhere)."""
+    groups = variants(wrong_methods(assignment.course_id, assignment.id))
+    assert groups, "no wrong-method answers for this assignment"
+    scores = reports[assignment].scores
+    for i, group in enumerate(groups, 1):
+        cells = scores[f"wrong-{i}"]["cells"]
+        zero = {cell for m in group for cell in m.zero_on}
+        expected = {name: (0 if name in zero else full) for name, (_, full) in cells.items()}
+        got = {name: score for name, (score, _) in cells.items()}
+        assert got == expected, f"wrong-{i}: " + "; ".join(f"{m.cell}: {m.why}" for m in group)
 
 
 def graded(source, grade_id, points=None, solution=False, grade=False, locked=False, cell=new_code_cell):
