@@ -204,10 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(name)
     parser.add_argument("--also", action="append", default=[], metavar="NAME=NOTEBOOK",
                         help="another submission to grade beside the solution")
+    parser.add_argument("--data", action="append", default=None, metavar="FILE",
+                        help="a data file to put beside the notebook (default: what the catalogue declares)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     also = dict(item.split("=", 1) for item in args.also)
+    data = tuple(Path(p) for p in args.data) if args.data is not None else declared_data(args.course, args.assignment)
     print(json.dumps(check(Path(args.folder), args.notebook, args.course, args.assignment, float(args.points),
-                           float(args.budget), declared_data(args.course, args.assignment),
+                           float(args.budget), data,
                            {name: Path(path) for name, path in also.items()})))
     return 0
 

@@ -2,21 +2,24 @@
 
 A learner who calls the library function the exercise asks them to write, times without
 synchronising the device, "distributes" training that never communicates or fits by averaging
-gets zero on that exercise. Each course has a module here (``llm_101.py`` for llm-101) with
-``WRONG_METHODS = {assignment_id: [WrongMethod(...), ...]}``. Every autograded cell of every
+gets zero on that exercise. Each course has a module here (``llm_101.py`` for llm-101; or several,
+``llm_101__<anything>.py``, merged) with ``WRONG_METHODS = {assignment_id: [WrongMethod(...), ...]}``. Every autograded cell of every
 assignment is caught by at least one of them (test_course_material checks that coverage).
 
 The wrong answers of one assignment are put into as few notebooks as can hold them (one per
 solution cell replaced), each graded by nbgrader beside the solution. A notebook must score zero
 on every cell its wrong answers name in ``zero_on`` and full marks on every other cell: a wrong
 answer that only fails because another one broke the notebook proves nothing, and one that
-breaks an unrelated exercise is a test that is unfair to its neighbours.
+breaks an unrelated exercise is a test that is unfair to its neighbours. Where a wrong answer
+must change what later cells see (a forbidden call patched by a later test, say), ``separate=True``
+grades it in a notebook of its own (each notebook is one more run of the assignment in CI).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,22 +32,28 @@ class WrongMethod:
     zero_on: tuple[str, ...]  # grade_ids of the autograded cells that must give 0 points
     why: str                  # the shortcut, in a few words
     source: str               # the learner's whole answer for that cell
+    separate: bool = False    # graded in a notebook of its own
 
 
 def wrong_methods(course_id: str, assignment_id: str) -> list[WrongMethod]:
-    try:
-        module = importlib.import_module(f"{__name__}.{course_id.replace('-', '_')}")
-    except ModuleNotFoundError:
-        return []
-    return list(getattr(module, "WRONG_METHODS", {}).get(assignment_id, []))
+    stem = course_id.replace("-", "_")
+    found: list[WrongMethod] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name == stem or info.name.startswith(stem + "__"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found += getattr(module, "WRONG_METHODS", {}).get(assignment_id, [])
+    return found
 
 
 def variants(methods: list[WrongMethod]) -> list[list[WrongMethod]]:
     """Group wrong answers into notebooks: at most one answer per solution cell in each."""
     groups: list[list[WrongMethod]] = []
     for m in methods:
+        if m.separate:
+            groups.append([m])
+            continue
         for g in groups:
-            if all(other.cell != m.cell for other in g):
+            if not g[0].separate and all(other.cell != m.cell for other in g):
                 g.append(m)
                 break
         else:
