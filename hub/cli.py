@@ -128,6 +128,13 @@ def cmd_slurm(args, cfg: dict) -> int:
     return 1 if missing else 0
 
 
+def cmd_metrics(args, cfg: dict) -> int:
+    from .configurer import prometheus_config
+
+    print(prometheus_config(cfg, args.token_file), end="")
+    return 0
+
+
 def cmd_test(args, cfg: dict) -> int:
     prepare(cfg, for_tests=True)
     argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
@@ -205,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     slurm = sub.add_parser("slurm", help="the Slurm cluster the platform uses")
     slurm.add_argument("action", choices=["check"], help="check: read the cluster's accounts, QOS, partitions and "
                        "settings and say what the platform needs that is missing (changes nothing)")
+    metrics = sub.add_parser("metrics", help="monitoring: print a Prometheus scrape configuration for the hub "
+                                             "and its services")
+    metrics.add_argument("action", choices=["prometheus-config"])
+    metrics.add_argument("--token-file", help="where Prometheus reads the academy-metrics token (default: the "
+                                              "hub's own copy in its state folder)")
     cli_assessments.add_parsers(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             installer.require_root(f"academy {args.command}")  # the course store is root's only
             return cli_assessments.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
-                   "course": cmd_course, "slurm": cmd_slurm, "test": cmd_test}[args.command]
+                   "course": cmd_course, "slurm": cmd_slurm, "metrics": cmd_metrics, "test": cmd_test}[args.command]
         return handler(args, cfg)
     except ConfigError as e:
         print(f"academy: invalid configuration: {e}", file=sys.stderr)

@@ -174,6 +174,7 @@ def update_services(c, cfg: dict) -> None:
     # Sessions reach the exchange directly (compute nodes route to the hub's address, as for the API).
     c.Spawner.environment = {"ACADEMY_EXCHANGE_URL": f"{exchange_url}/services/{EXCHANGE}/"}
     update_progress(c, cfg, services, roles)
+    update_metrics(cfg, services, roles)
     if sessions["idle_timeout"]:
         services.append({"name": "idle-culler",
                          "command": [sys.executable, "-m", "jupyterhub_idle_culler",
@@ -204,6 +205,40 @@ def update_progress(c, cfg: dict, services: list, roles: list) -> None:
     c.AcademySlurmSpawner.session_event_hook = SessionEvents(
         os.path.join(cfg["hub"]["state_dir"], "progress-outbox"), f"{url}/services/{PROGRESS}/api/events", token,
         cfg["slurm"]["cluster_name"])
+
+
+METRICS = "academy-metrics"
+
+
+def metrics_token_path(cfg: dict) -> str:
+    return os.path.join(cfg["hub"]["state_dir"], "metrics.token")
+
+
+def update_metrics(cfg: dict, services: list, roles: list) -> None:
+    """Prometheus's identity: a service with a token (root-only in the hub's state folder) whose
+    role reads the hub's /hub/metrics and the services' /metrics, and nothing else."""
+    services.append({"name": METRICS, "api_token": _service_token(metrics_token_path(cfg))})
+    roles.append({"name": METRICS, "services": [METRICS],
+                  "scopes": ["read:metrics", f"access:services!service={EXCHANGE}",
+                             f"access:services!service={PROGRESS}"]})
+
+
+def prometheus_config(cfg: dict, token_file: str | None = None) -> str:
+    """A prometheus.yml scraping the hub and its services with the academy-metrics token."""
+    hub = f"{cfg['hub']['hub_ip']}:{cfg['hub']['hub_port']}"
+    targets = [("academy-hub", "/hub/metrics", hub),
+               ("academy-exchange", f"/services/{EXCHANGE}/metrics",
+                f"{cfg['hub']['hub_ip']}:{cfg['assessments']['exchange_port']}"),
+               ("academy-progress", f"/services/{PROGRESS}/metrics", f"{cfg['hub']['hub_ip']}:{cfg['progress']['port']}")]
+    token_file = token_file or metrics_token_path(cfg)
+    lines = ["# Prometheus scrape configuration for AI Factory Academy (./academy metrics prometheus-config).",
+             "# The token file is root-only: run Prometheus as root, or copy it where Prometheus may read it.",
+             "global:", "  scrape_interval: 15s", "scrape_configs:"]
+    for job, path, target in targets:
+        lines += [f"  - job_name: {job}", f"    metrics_path: {path}",
+                  "    authorization:", "      type: Bearer", f"      credentials_file: {token_file}",
+                  "    static_configs:", f"      - targets: ['{target}']"]
+    return "\n".join(lines) + "\n"
 
 
 def update_cookies(c, cfg: dict) -> None:

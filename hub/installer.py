@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_REQUIREMENTS = ROOT / "docker" / "notebook" / "requirements.txt"
 # bubblewrap: the grading sandbox (assessments/grading/sandbox.py).
 # slurmdbd and mariadb-server: the embedded cluster's accounting (hub/slurm_accounting.py).
+# openmpi-bin: the MPI library (libopenmpi3) and mpirun/mpiexec that mpi4py's wheel (pinned in the
+# notebook requirements) loads at run time; hpc-301's mpi-halo notebook launches `mpirun -n 2`.
 APT_PACKAGES = ["slurm-wlm", "slurmdbd", "mariadb-server", "munge", "sudo", "python3-venv", "shellcheck",
-                "bubblewrap"]
+                "bubblewrap", "openmpi-bin"]
 # chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
-# tested beside SQLite (tests/progress start a throwaway cluster of their own).
-TEST_APT_PACKAGES = ["chromium", "postgresql"]
+# tested beside SQLite (tests/progress start a throwaway cluster of their own); prometheus: scrapes
+# the hub and the services in tests/integration/test_metrics.py.
+TEST_APT_PACKAGES = ["chromium", "postgresql", "prometheus"]
 # Node.js may come from elsewhere than Debian (its npm then conflicts with Debian's): install
 # Debian's only where the commands are missing.
 APT_IF_COMMAND_MISSING = {"node": "nodejs", "npm": "npm"}

@@ -10,8 +10,11 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+
+from . import metrics
 
 # Under the hub's own logger: JupyterHub writes only "JupyterHub" and its children to its log (an
 # info line of "spawners.*" would go nowhere). In a service, it propagates to the service's root handler.
@@ -68,6 +71,7 @@ class SlurmClient:
     async def _exec(self, argv: list[str], input: str | None, env: Mapping[str, str] | None) -> tuple[int, str, str]:
         """(exit code, stdout, stderr); SlurmError only if the command hangs past the timeout."""
         full_env = {**os.environ, **self.env} if env is None else {**self.env, **env}
+        command, started = metrics.command_name(argv), time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -83,7 +87,10 @@ class SlurmClient:
         except asyncio.TimeoutError:
             kill_group(proc.pid)
             await proc.wait()
+            metrics.SLURM_COMMANDS.labels(command, "timeout").inc()
             raise SlurmError(argv, None, f"timed out after {self.timeout_s:.0f} s") from None
+        metrics.SLURM_COMMANDS.labels(command, "ok" if proc.returncode == 0 else "error").inc()
+        metrics.SLURM_SECONDS.labels(command).observe(time.monotonic() - started)
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def run(self, argv: list[str], input: str | None = None, env: Mapping[str, str] | None = None) -> str:

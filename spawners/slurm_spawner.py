@@ -40,7 +40,7 @@ from batchspawner.batchspawner import JobStatus
 from jupyterhub.spawner import Spawner
 from traitlets import Any, Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import end_notices, gpu_budget, port_report, queue_hints, session_account, session_end, session_token
+from . import end_notices, gpu_budget, metrics, port_report, queue_hints, session_account, session_end, session_token
 from .batch_script import BatchScriptValues, render_batch_script
 from .cluster_view import ClusterView
 from .job_monitor import PENDING_STATES, RUNNING_STATES, JobMonitor
@@ -340,6 +340,7 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
 
     def load_state(self, state):
         super().load_state(state)
+        metrics.track(self)   # a session found after a hub restart counts as running again
         # A session the hub finds in its database after a restart had started.
         self.session_started = bool(self.job_id)
         self.session_started_at = float(state.get("session_started_at", 0.0))
@@ -374,8 +375,10 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
             self.log.exception("recording %s for job %s failed", kind, self.job_id)
 
     def _record_stop(self) -> None:
-        """The session's end for the progress records, once, however it ended."""
+        """The session's end for the progress records and the metrics, once, however it ended."""
         if self.session_started_at:
+            metrics.SESSION_ENDS.labels(self.session_profile_key or "unknown",
+                                        (self.end_reason or "stopped").replace("_", "-")).inc()
             self._session_event("session_stopped", duration_s=round(max(0.0, time.time() - self.session_started_at), 1),
                                 reason=(self.end_reason or "stopped").replace("_", "-"))
             self.session_started_at = 0.0
@@ -414,21 +417,31 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         self.end_reason = ""
         self._port_event = asyncio.Event()
         self.submitted_at = time.monotonic()
+        metrics.track(self)
+        profile = request.profile.key
         # The token lives no longer than the job can: queue time and walltime, then walltime from its start.
         session_token.expire_in(self, self.effective_pending_timeout() + request.walltime_s)
-        await self.submit_batch_script()
+        try:
+            await self.submit_batch_script()
+        except SessionError:
+            metrics.SESSION_STARTS.labels(profile, "failed").inc()
+            raise
         try:
             await self._wait_running()
+            metrics.QUEUE_WAIT.labels(profile).observe(time.monotonic() - self.submitted_at)
             session_token.expire_in(self, request.walltime_s)
             self.ip = self.state_gethost()
             await self._wait_port()
-        except BaseException:
+        except BaseException as e:
             # Whatever stops the start (an error, the hub's timeout, a cancel): no orphan job.
+            metrics.SESSION_STARTS.labels(profile, start_outcome(e)).inc()
             if self.job_id:
                 await self.cancel_batch_job()
             raise
         finally:
             self._port_event = None
+        metrics.SESSION_STARTS.labels(profile, "ready").inc()
+        metrics.READY.labels(profile).observe(time.monotonic() - self.submitted_at)
         self.log.info("Session job %s of %s is at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         self.session_started = True
         self.session_started_at = time.time()
@@ -448,8 +461,10 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
                 raise SessionError(await queue_hints.job_failed_message(self, f"ended ({state.lower()}) before it started"))
             if time.monotonic() > deadline:
                 suggestion = await queue_hints.smaller_profile_suggestion(self)
-                raise SessionError(queue_hints.timeout_message(self.job_id, time.monotonic() - self.submitted_at,
-                                                               self.job_reason, suggestion), 503)
+                error = SessionError(queue_hints.timeout_message(self.job_id, time.monotonic() - self.submitted_at,
+                                                                 self.job_reason, suggestion), 503)
+                error.outcome = "timeout"
+                raise error
             await asyncio.sleep(self.startup_poll_interval)
 
     async def _wait_port(self) -> None:
@@ -499,6 +514,13 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
                     break
                 await asyncio.sleep(0.5)
         self._forget_job()
+
+
+def start_outcome(error: BaseException) -> str:
+    """How a start that did not reach its server ended, for academy_session_starts_total."""
+    if isinstance(error, SessionError):
+        return getattr(error, "outcome", "failed")
+    return "cancelled"     # the hub's own start_timeout, or the user stopped the pending start
 
 
 __all__ = ["AcademySlurmSpawner", "QUERY_SPAWN_REFUSED", "SessionError", "Spawner"]

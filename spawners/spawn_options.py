@@ -16,6 +16,7 @@ from traitlets import Dict, HasTraits, List, TraitError, default, validate
 
 from courses.groups import courses_from_groups
 
+from . import metrics
 from .options import OptionsError, SessionRequest, validate_user_options
 from .profiles import Profile, ProfileError, parse_profiles, profiles_for_groups
 
@@ -96,9 +97,12 @@ class SpawnOptions(HasTraits):
         try:
             request = validate_user_options(options, self.allowed_profiles(), self.user_courses())
         except OptionsError as e:
+            # not the profile asked for as a label: a learner's string would make a series of its own
+            metrics.SESSION_STARTS.labels("invalid", "refused").inc()
             raise SessionError(str(e), 400) from None
         refusal = await self.budget_refusal(request)
         if refusal:
+            metrics.SESSION_STARTS.labels(request.profile.key, "refused").inc()
             raise SessionError(f"Not started: {refusal}", 403)
         return request
 

@@ -22,8 +22,10 @@ from courses.catalogue import LiveCatalogue
 from spawners.slurm_client import SlurmClient
 
 from ..gradebook import hub_groups
+from ..gradebook import tables as gb_tables
 from ..gradebook.slurm_associations import CourseAssociations
 from ..progress import emit as progress_events
+from ..service import metrics
 from ..service.base import SLUG, make_application, serve, service_config
 from ..service.security import OAuthCallback
 from .learner import AssignmentsHandler, FeedbackHandler, FilesHandler, NotFound, SubmissionsHandler
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     # ended) is refused here within AUTH_CACHE_S, not JupyterHub's default 5 minutes.
     HubOAuth.instance(cache_max_age=AUTH_CACHE_S)
     app = make_app(cfg)
+    store = app.settings["store"]
+    metrics.register(lambda: metrics.grading_families(store.read(gb_tables.grading_by_course)))
     serve(app, MAX_BODY, log, "exchange")
     progress_events.start_sending(cfg)
     budgets = lambda: {c.id: c.gpu_budget for c in app.settings["catalogue"].values()}  # noqa: E731

@@ -136,7 +136,8 @@ def record_result(conn, submission: dict, batch: str, result: dict, per_day: flo
         "penalty": penalty, "final_score": None if error else max(0.0, score - penalty),
         "needs_manual": bool(not error and any(nb["needs_manual"] for nb in result["notebooks"])),
         "notes": json.dumps(notes), "error": error,
-        "detail": json.dumps({"notebooks": [] if error else result["notebooks"]}), "graded_at": time.time(),
+        "detail": json.dumps({"notebooks": [] if error else result["notebooks"],
+                              "seconds": result.get("seconds")}), "graded_at": time.time(),
     }
     conn.execute(sa.delete(results).where(results.c.submission_id == submission["id"]))
     conn.execute(sa.insert(results).values(**row))
@@ -225,3 +226,18 @@ def find_graded_submission(conn, course: str, submission_id: str) -> tuple[dict,
     grades = {r.grade_id: r for r in conn.execute(
         sa.select(manual_grades).where(manual_grades.c.submission_id == submission_id))}
     return sub, dict(res), grades
+
+
+def grading_by_course(conn) -> list[dict]:
+    """Per course: results recorded (graded, failed) and the grading time of each (the task's
+    seconds, kept in the result's detail), for the exchange's metrics."""
+    out: dict[str, dict] = {}
+    query = sa.select(submissions.c.course, results.c.score, results.c.detail).join(
+        submissions, submissions.c.id == results.c.submission_id)
+    for course, score, detail in conn.execute(query):
+        row = out.setdefault(course, {"course": course, "graded": 0, "failed": 0, "seconds": []})
+        row["graded" if score is not None else "failed"] += 1
+        seconds = json.loads(detail or "{}").get("seconds")
+        if isinstance(seconds, (int, float)):
+            row["seconds"].append(float(seconds))
+    return sorted(out.values(), key=lambda r: r["course"])

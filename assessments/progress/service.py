@@ -38,9 +38,10 @@ from tornado.ioloop import IOLoop
 
 import sqlalchemy as sa
 
+from ..service import metrics
 from ..service.base import SLUG, USER, ServiceHandler, make_application, refusal, serve, service_config
 from ..service.security import OAuthCallback
-from . import certificates, completion, db, events as ev, queries, slurm_usage
+from . import certificates, completion, db, events as ev, models, queries, slurm_usage
 
 log = logging.getLogger("academy.progress")
 NAME = "academy-progress"
@@ -214,6 +215,13 @@ def make_app(engine: sa.Engine, members, hub_auth=None, prefix: str | None = Non
     )
 
 
+def gpu_seconds_by_course(engine) -> list[tuple[str, float]]:
+    with engine.connect() as conn:
+        gu = models.gpu_usage.c
+        return [tuple(r) for r in conn.execute(sa.select(gu.course, sa.func.sum(gu.gpu_seconds)).group_by(gu.course)
+                                              .order_by(gu.course))]
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     from ..gradebook import db as gradebook_db
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     enrolment = Enrolment(gradebook_db.open_gradebook(gradebook_db.url_from_config(cfg)))
     app = make_app(engine, enrolment, hub_auth, signer=signer, groups=HubGroups(), public_url=cfg["hub"]["public_url"])
     issue_certificates(app.settings)        # any completion recorded while no certificate could be issued
+    metrics.register(lambda: metrics.gpu_hours_family(gpu_seconds_by_course(engine)))
     # What start-up made (modules, matplotlib, the catalogue) lives as long as the process: out of
     # the collector's way, so a full collection during a page takes milliseconds, not a hundred.
     gc.freeze()

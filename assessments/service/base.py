@@ -7,8 +7,9 @@ and how the process is built and started from the config the hub hands over.
   request holds the loop); answers every error as JSON ``{"status", "message", ...}``;
   ``in_thread`` runs database and file work in the service's pool.
 - ``refusal``: an HTTP error whose message reaches the caller verbatim (``%`` included).
-- ``make_application`` / ``serve``: the routes under the service's prefix, log redaction, the
-  cookie and XSRF settings every service uses; listening where the hub expects the service.
+- ``make_application`` / ``serve``: the routes under the service's prefix (``/metrics`` included,
+  metrics.py), log redaction, the cookie and XSRF settings every service uses; listening where the
+  hub expects the service.
 - ``service_config``: the part of the platform's config the hub handed this service
   (``ACADEMY_SERVICE_CONFIG``; nothing below the hub imports ``hub/``).
 """
@@ -27,6 +28,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from . import metrics
 from .security import SecurityHeaders, redact_tornado_logs
 
 SLUG = r"[a-z0-9][a-z0-9-]{0,63}"          # a course or assignment id
@@ -63,6 +65,9 @@ class ServiceHandler(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
         except UserNotAllowed:      # known to the hub, but without access to this service
             self._hub_auth_user_cache, self._not_allowed = None, model
 
+    def on_finish(self):
+        metrics.observe(self)
+
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
         body = {"status": status_code, "message": error_message(self, exc)}
@@ -87,6 +92,8 @@ class ServiceHandler(SecurityHeaders, HubOAuthenticated, web.RequestHandler):
 def make_application(prefix: str, routes: list, default_handler, pool_size: int = 4, **settings) -> web.Application:
     """The service's routes under `prefix`, with the settings every service shares."""
     redact_tornado_logs()   # no ?token= or OAuth code in the service's log lines
+    routes = [*routes, (r"metrics", metrics.metrics_handler(ServiceHandler))]
+    settings.setdefault("service_name", prefix.rstrip("/").rpartition("/")[2] or "service")
     return web.Application(
         [(url_path_join(prefix, pattern), handler) for pattern, handler in routes],
         default_handler_class=default_handler,

@@ -147,3 +147,28 @@ def test_trainers_grade_written_answers_within_their_points(store):
         gb.record_manual_grade(conn, sub["id"], "essay", "1.5", "clear, but no numbers", "trainer1")
         (row,) = gb.gradebook_rows(conn, "llm-101")
     assert (row["score"], row["manual_score"], row["final_score"], row["needs_manual"]) == (7.0, 1.5, 8.5, False)
+
+
+def test_grading_metrics_count_results_and_time_per_course(store):
+    """What the exchange's /metrics says of grading, from the gradebook: results by outcome, and
+    the grading time the tasks measured (academy_grading_seconds)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from assessments.service.metrics import grading_families
+
+    graded = store.submit("llm-101", "attention", "learner1", {"attention.ipynb": b"{}"}, now=NOW)
+    broken = store.submit("llm-101", "attention", "learner2", {"attention.ipynb": b"{}"}, now=NOW)
+    with store.engine.begin() as conn:
+        gb.record_result(conn, graded, "batch1", {"submission": graded["id"], "score": 7.0, "max_score": 10.0,
+                                                  "notes": [], "notebooks": [], "seconds": 42.5}, 0.1, 300)
+        gb.record_result(conn, broken, "batch1", {"submission": broken["id"], "error": "the kernel died",
+                                                  "seconds": 3.0}, 0.1, 300)
+    registry = CollectorRegistry()
+    registry.register(type("C", (), {"collect": lambda self: grading_families(store.read(gb.grading_by_course))})())
+    text = generate_latest(registry).decode()
+    assert 'academy_grading_results{course="llm-101",outcome="graded"} 1.0' in text
+    assert 'academy_grading_results{course="llm-101",outcome="failed"} 1.0' in text
+    assert 'academy_grading_seconds_bucket{course="llm-101",le="5.0"} 1.0' in text       # the failed one, 3 s
+    assert 'academy_grading_seconds_bucket{course="llm-101",le="60.0"} 2.0' in text
+    assert 'academy_grading_seconds_count{course="llm-101"} 2.0' in text
+    assert 'academy_grading_seconds_sum{course="llm-101"} 45.5' in text
