@@ -44,6 +44,8 @@ def prepare(cfg: dict, for_tests: bool = False) -> dict[str, str]:
     installer.ensure_apt_packages(installer.APT_PACKAGES + (installer.TEST_APT_PACKAGES if for_tests else []))
     installer.ensure_proxy()
     installer.ensure_notebook_env(cfg["notebook_env"])
+    if for_tests:
+        installer.ensure_test_oidc_provider(cfg)
     creds = {}
     if cfg["demo"]["enabled"]:
         creds = installer.ensure_demo_users(cfg["demo"]["users"], cfg["demo"]["credentials_file"])

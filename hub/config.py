@@ -21,7 +21,9 @@ import yaml
 
 from spawners.profiles import ProfileError, parse_profiles
 
-from .config_schema import SCHEMA
+from .config_schema import OIDC, SCHEMA
+
+OIDC_HINTS = {key: OIDC["properties"][key]["description"] for key in ("issuer", "client_id")}
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 SYSTEM_CONFIG = Path("/etc/academy/config.yaml")
@@ -110,6 +112,12 @@ def validate(cfg: dict) -> dict:
         profiles = parse_profiles(cfg["profiles"])
     except ProfileError as e:
         raise ConfigError(f"config key {e}", ("profiles",)) from None
+    if cfg["auth"]["type"] == "oidc":
+        oidc = cfg["auth"]["oidc"]
+        for key in ("issuer", "client_id"):
+            if not oidc[key]:
+                raise ConfigError(f"config key auth.oidc.{key}: required when auth.type is oidc; accepted: "
+                                  f"{OIDC_HINTS[key]}", ("auth", "oidc", key))
     partitions = {p["name"] for p in cfg["slurm"]["partitions"]}
     if cfg["slurm"]["manage"]:
         for i, p in enumerate(profiles):

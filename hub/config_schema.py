@@ -54,10 +54,48 @@ HUB = _section("the hub, its proxy and its database", {
                       "description": "seconds between the hub's checks of each session, 1 to 3600"},
 })
 
+_groups = {"type": "array", "items": {"type": "string", "minLength": 1}, "description": "a list of group names"}
+_hub_group = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+              "description": "a hub group name (lower-case letters, digits, '_', '.', '-')"}
+
+OIDC = _section("login through the centre's OpenID Connect provider (auth.type: oidc)", {
+    "issuer": {"type": "string", "pattern": r"^(https?://[^\s]+)?$",
+               "description": "the provider's issuer URL; its endpoints come from <issuer>/.well-known/"
+                              "openid-configuration when the hub starts"},
+    "client_id": {"type": "string", "description": "the hub's client id at the provider"},
+    "client_secret_file": _(_abs_path, "a root-only file holding the hub's client secret"),
+    "scopes": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z0-9_:.-]+$"},
+               "description": "scopes the hub asks for (openid first)"},
+    "username_claim": {"type": "string", "minLength": 1,
+                       "description": "the claim that holds the user's Unix account name (e.g. preferred_username, "
+                                      "uid)"},
+    "groups_claim": {"type": "string", "minLength": 1, "description": "the claim that lists the user's groups"},
+    "login_service": {"type": "string", "description": "what the login button says ('Sign in with ...')"},
+    "allowed_groups": _(_groups, "provider groups whose members may log in; empty: anyone the provider "
+                                 "authenticates (and who has a Unix account)"),
+    "admin_groups": _(_groups, "provider groups whose members are hub administrators"),
+    "group_map": {"type": "object", "additionalProperties": {"type": "array", "items": _hub_group},
+                  "description": "provider group: the hub groups its members join (the groups profiles are "
+                                 "offered to, e.g. learners, trainers)"},
+    "course_roles": {"type": "object", "additionalProperties": {
+        "type": "object", "additionalProperties": False, "required": ["course", "role"],
+        "properties": {"course": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,63}$",
+                                  "description": "a course id"},
+                       "role": {"type": "string", "enum": ["learner", "trainer"],
+                                "description": "'learner' or 'trainer'"}}},
+        "description": "provider group: the course its members are enrolled in at login, and as what"},
+    "unix_accounts": {"type": "string", "enum": ["existing", "create"],
+                      "description": "'existing': the site provides every user's Unix account (a login without "
+                                     "one is refused); 'create': made on first login (useradd)"},
+    "refresh_s": _within("integer", 0, 86400, "seconds after which the hub checks the user's tokens with the "
+                         "provider again (an expired login must sign in again); 0 never"),
+})
+
 AUTH = _section("how users log in", {
-    "type": {"type": "string", "enum": ["pam"],
-             "description": "the authenticator: 'pam' (the hub machine's Unix accounts); "
-                            "other authenticators come in a later release"},
+    "type": {"type": "string", "enum": ["pam", "oidc"],
+             "description": "the authenticator: 'pam' (the hub machine's Unix accounts) or 'oidc' (the centre's "
+                            "OpenID Connect provider, auth.oidc)"},
+    "oidc": OIDC,
 })
 
 SESSIONS = _section("learners' sessions (Slurm jobs)", {

@@ -81,13 +81,22 @@ def update_state(c, cfg: dict) -> None:
 
 def update_auth(c, cfg: dict) -> None:
     kind = cfg["auth"]["type"]
+    c.Authenticator.admin_users = set(cfg["hub"]["admin_users"])
+    if kind == "oidc":
+        from assessments.gradebook.db import url_from_config
+
+        from .hub_process import public_url
+        from .oidc_auth import configure
+
+        key = _service_token(os.path.join(cfg["hub"]["state_dir"], "auth-state.key"))
+        configure(c, cfg, public_url(cfg), url_from_config(cfg), bytes.fromhex(key))
+        return
     # auth.type is a JupyterHub authenticator entry-point name; the schema's enum says which we support.
     c.JupyterHub.authenticator_class = kind
     if kind == "pam":
         # Sessions are Slurm jobs on compute nodes; a PAM session on the hub would be meaningless
         # and fails in containers.
         c.PAMAuthenticator.open_sessions = False
-    c.Authenticator.admin_users = set(cfg["hub"]["admin_users"])
     if cfg["demo"]["enabled"]:
         c.Authenticator.allowed_users = set(cfg["demo"]["users"])
     else:
@@ -96,6 +105,8 @@ def update_auth(c, cfg: dict) -> None:
 
 
 def update_groups(c, cfg: dict) -> None:
+    if cfg["auth"]["type"] == "oidc":
+        return   # the authenticator manages groups (oidc_auth.py), and JupyterHub then loads none
     groups: dict[str, list[str]] = {}
     if cfg["demo"]["enabled"]:
         for user, user_groups in cfg["demo"]["users"].items():

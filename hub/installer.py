@@ -76,6 +76,27 @@ def ensure_proxy() -> None:
          "npm install configurable-http-proxy")
 
 
+TEST_OIDC_SOURCE = ROOT / "tests" / "oidc"
+
+
+def test_oidc_dir(cfg: dict) -> Path:
+    """Where the tests' OpenID provider (tests/oidc: panva's oidc-provider, from npm) is installed."""
+    return Path(cfg["notebook_env"]).parent / "test-oidc"
+
+
+def ensure_test_oidc_provider(cfg: dict) -> None:
+    """npm-install the tests' OpenID provider beside the environments, once per package.json."""
+    target = test_oidc_dir(cfg)
+    wanted = (TEST_OIDC_SOURCE / "package.json").read_text()
+    if (target / "package.json").exists() and (target / "package.json").read_text() == wanted and \
+            (target / "node_modules" / "oidc-provider").is_dir():
+        return
+    say("installing the tests' OpenID provider (npm: oidc-provider)")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_text(wanted)
+    _run(["npm", "install", "--no-fund", "--no-audit", "--omit=dev"], "npm install oidc-provider", cwd=target)
+
+
 def _notebook_env_fingerprint() -> str:
     """What the session environment holds of ours: the project's packages (the entry point, the nbgrader
     extension, the exchange client, the grader...), its Jupyter config and the pinned requirements.

@@ -195,7 +195,7 @@ def test_pam_is_the_embedded_authenticator(tmp_path):
 
     from hub.configurer import update_auth
     cfg = load(write(tmp_path, {}))
-    assert cfg["auth"] == {"type": "pam"}
+    assert cfg["auth"]["type"] == "pam"
     c = Config()
     update_auth(c, cfg)
     assert c.JupyterHub.authenticator_class == "pam" and c.PAMAuthenticator.open_sessions is False
@@ -212,9 +212,59 @@ def test_the_authenticator_comes_from_auth_type_not_from_code(tmp_path):
     assert c.JupyterHub.authenticator_class == "dummy" and "open_sessions" not in c.PAMAuthenticator
 
 
-def test_an_authenticator_other_than_pam_is_refused(tmp_path):
+def test_an_authenticator_other_than_pam_or_oidc_is_refused(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(write(tmp_path, {"auth": {"type": "github"}}))
     message = str(e.value)
-    assert "config key auth.type: 'github' is not one of ['pam']" in message
+    assert "config key auth.type: 'github' is not one of ['pam', 'oidc']" in message
     assert "accepted: the authenticator: 'pam'" in message
+
+
+@pytest.mark.parametrize("oidc,message", [
+    ({}, "config key auth.oidc.issuer: required when auth.type is oidc; accepted: the provider's issuer URL"),
+    ({"issuer": "https://login.example.eu/realms/ai"}, "config key auth.oidc.client_id: required when auth.type is oidc"),
+    ({"issuer": "login.example.eu", "client_id": "hub"}, "config key auth.oidc.issuer: 'login.example.eu' does not match"),
+    ({"issuer": "https://id.example.eu", "client_id": "hub", "course_roles": {"students": {"course": "llm-101",
+                                                                                          "role": "admin"}}},
+     "config key auth.oidc.course_roles.students.role: 'admin' is not one of ['learner', 'trainer']"),
+    ({"issuer": "https://id.example.eu", "client_id": "hub", "group_map": {"staff": ["Trainers!"]}},
+     "config key auth.oidc.group_map.staff[0]"),
+    ({"issuer": "https://id.example.eu", "client_id": "hub", "unix_accounts": "ldap"},
+     "config key auth.oidc.unix_accounts: 'ldap' is not one of ['existing', 'create']"),
+])
+def test_oidc_settings_are_checked_at_start_up(tmp_path, oidc, message):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, {"auth": {"type": "oidc", "oidc": oidc}}))
+    assert message in str(e.value)
+
+
+def test_oidc_login_is_configured_from_the_providers_discovery_document(tmp_path, monkeypatch):
+    """Endpoints by discovery; the secret from a root-only file (a readable one is refused);
+    groups managed by the authenticator; tokens kept and checked again every refresh_s."""
+    from traitlets.config import Config
+
+    from hub import oidc_auth
+    from hub.configurer import update_auth, update_groups
+    issuer = "https://id.example.eu/realms/ai"
+    monkeypatch.setattr(oidc_auth, "discover", lambda url: {
+        "authorization_endpoint": f"{url}/auth", "token_endpoint": f"{url}/token", "userinfo_endpoint": f"{url}/me"})
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    cfg = load(write(tmp_path, {"hub": {"state_dir": str(tmp_path / "state"), "public_url": "https://academy.example.eu"},
+                                "auth": {"type": "oidc", "oidc": {"issuer": issuer, "client_id": "hub",
+                                         "client_secret_file": str(secret), "refresh_s": 60,
+                                         "group_map": {"staff": ["trainers"]}}}}))
+    (tmp_path / "state").mkdir()
+    with pytest.raises(oidc_auth.OIDCSetupError, match="may be read by others .* chmod 600"):
+        update_auth(Config(), cfg)
+    secret.chmod(0o600)
+    c = Config()
+    update_auth(c, cfg)
+    update_groups(c, cfg)
+    a = c.AcademyOIDCAuthenticator
+    assert c.JupyterHub.authenticator_class is oidc_auth.AcademyOIDCAuthenticator
+    assert (a.authorize_url, a.token_url, a.userdata_url) == (f"{issuer}/auth", f"{issuer}/token", f"{issuer}/me")
+    assert a.client_secret == "s3cret" and a.oauth_callback_url == "https://academy.example.eu/hub/oauth_callback"
+    assert a.manage_groups is True and a.enable_auth_state is True and a.auth_refresh_age == 60
+    assert a.group_map == {"staff": ["trainers"]} and "load_groups" not in c.JupyterHub

@@ -59,6 +59,7 @@ def test_the_configuration_reference_is_current():
 def test_the_reference_lists_every_key_with_its_default():
     doc = reference()
     assert "| `sessions.monitor_interval` | number | `30` | seconds between batched squeue calls" in doc
-    assert '| `auth.type` | "pam" | `"pam"` |' in doc
+    assert '| `auth.type` | "pam" or "oidc" | `"pam"` |' in doc
+    assert '| `auth.oidc.username_claim` | string | `"preferred_username"` |' in doc
     assert "| `profiles[].walltime_max` | string | (required) |" in doc
     assert "| `profiles[].gres` | string | `\"\"` |" in doc
