@@ -9,6 +9,7 @@ costs the grader nothing but the time until its timeout.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import queue
@@ -45,7 +46,14 @@ class SandboxKernelManager(AsyncKernelManager):
             os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
 
     def format_kernel_cmd(self, extra_arguments=None):
-        return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+        cmd = super().format_kernel_cmd(extra_arguments)
+        # The real ipykernel_launcher by its path, never a submitted file of that name in the work
+        # directory (`-m` would look there first). Not -P/PYTHONSAFEPATH: IPython would then leave
+        # the notebook's folder off sys.path, and a notebook imports the modules that come with it
+        # (academy_gpt.py) and that it writes, as in a session.
+        if cmd[1:3] == ["-m", "ipykernel_launcher"]:
+            cmd = [cmd[0], importlib.util.find_spec("ipykernel_launcher").origin, *cmd[3:]]
+        return [*self.wrapper, *cmd]
 
     def client(self, **kw):
         kc = super().client(**kw)

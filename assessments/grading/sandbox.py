@@ -45,6 +45,12 @@ CGROUP_HEADROOM = 512 << 20
 SYSTEM_PATHS = ["/usr", "/etc", "/sys", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
 # Hidden even inside /etc: the platform's config may name database URLs with passwords.
 HIDDEN_IN_ETC = ["/etc/academy", "/etc/munge"]
+# The sandbox's own name must resolve, to its loopback (its only network): torchrun --standalone,
+# Gloo and MPI look their host up by name, and without this wait on DNS until they time out.
+SANDBOX_HOSTNAME = "sandbox"
+HOSTS_FILE = Path("/run/academy-sandbox/hosts")
+SANDBOX_HOSTS = (f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n"
+                 f"::1\tlocalhost ip6-localhost ip6-loopback {SANDBOX_HOSTNAME}\n")
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def mount_argv(workdir: Path, notebook_env: str) -> list[str]:
     # --die-with-parent: the sandbox ends with the grader that started it. So ipykernel's own
     # watch on its parent goes (JPY_PARENT_PID): in a PID namespace its parent is never that pid.
     argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-            "--hostname", "sandbox", "--unsetenv", "JPY_PARENT_PID"]
+            "--hostname", SANDBOX_HOSTNAME, "--unsetenv", "JPY_PARENT_PID"]
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -131,6 +137,7 @@ def mount_argv(workdir: Path, notebook_env: str) -> list[str]:
     for path in HIDDEN_IN_ETC:
         if os.path.isdir(path):
             argv += ["--tmpfs", path]
+    argv += ["--ro-bind", str(_hosts_file()), "/etc/hosts"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for scratch in ("/tmp", "/var/tmp", "/dev/shm"):  # empty, private, gone with the namespace
         argv += ["--perms", "1777", "--tmpfs", scratch]
@@ -142,6 +149,19 @@ def mount_argv(workdir: Path, notebook_env: str) -> list[str]:
         argv += _searchable_parents(target, made)
     argv += ["--ro-bind", notebook_env, notebook_env, "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     return argv
+
+
+def _hosts_file() -> Path:
+    """The sandbox's /etc/hosts, written once per boot (never in the work root, which holds only
+    the work directories and is empty after grading)."""
+    path = HOSTS_FILE
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    if not path.exists() or path.read_text() != SANDBOX_HOSTS:
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(SANDBOX_HOSTS)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return path
 
 
 def _searchable_parents(path: str, made: set[str]) -> list[str]:
@@ -185,8 +205,6 @@ def kernel_env(workdir: Path, learner: str, cpus: int) -> dict[str, str]:
         "HOME": str(workdir), "USER": learner, "LOGNAME": learner, "LANG": "C.UTF-8",
         "TMPDIR": str(workdir / "tmp"), "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(workdir / ".config" / "matplotlib"),
         "IPYTHONDIR": str(workdir / ".ipython"), "PYTHONNOUSERSITE": "1",
-        # `python -m ipykernel_launcher` must find the real one, not a submitted file of that name.
-        "PYTHONSAFEPATH": "1",
         "OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus),
     }
     if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs Slurm gave this grading job

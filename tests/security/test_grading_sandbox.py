@@ -71,6 +71,9 @@ for p in report["pids"]:
     except OSError:
         pass
 report["sees_host_process"] = any({host_process!r} in c for c in cmdlines)
+import socket
+report["hostname"] = socket.gethostname()
+report["resolves_to"] = sorted({{a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}})
 print("SANDBOX " + json.dumps(report))
 """ + ADD
 
@@ -104,16 +107,23 @@ def sandboxed(base_config):
               if p.exists()]
     try:
         release = grading.write_assignment(python, private, NAME)
+        # A module that comes with the assignment (as courses/data/academy_gpt.py does), and one a
+        # learner's submission brings: the notebook imports both from its folder, as in a session.
+        (private / "release" / "given_helpers.py").write_text("def add(a, b):\n    return a + b\n")
         submissions = {
             "looks_around": answer(release, add=looks_around(hidden, host_process)),
             "walks_for_course_sources": answer(release, mul=walks_the_sandbox(course_fingerprints())),
             "fills_shared_memory": answer(release, mul=FILLS_SHARED_MEMORY),
             "honest_after_memory": answer(release),
+            "imports_what_came_with_it": answer(release, add="from given_helpers import add\n",
+                                                mul="from my_helpers import mul\n"),
         }
         jobs = []
         for slot, (sid, nb) in enumerate(submissions.items()):
             (private / "submissions" / sid).mkdir(parents=True, mode=0o700)
             nbformat.write(nb, private / "submissions" / sid / NAME)
+            if sid == "imports_what_came_with_it":
+                (private / "submissions" / sid / "my_helpers.py").write_text(MUL)
             jobs.append({"slot": slot, "sub": {"id": sid, "student": "learner1", "dir": str(private / "submissions" / sid)}})
         manifest = {"source_dir": str(private / "source"), "release_dir": str(private / "release"),
                     "notebooks": [NAME], "work_root": str(base / "work"), "batch_dir": str(private / "batch"),
@@ -155,6 +165,19 @@ def test_the_sandbox_sees_no_home_state_checkout_or_source_and_no_other_process(
     # Everything outside its own scratch space is read-only or not there.
     assert len(report["refused"]) == 4, report["refused"]
     assert scores(sandboxed, "looks_around") == {"test_add": 2.0, "test_mul": 3.0}
+
+
+def test_a_notebook_imports_the_modules_that_came_with_it(sandboxed):
+    """The kernel starts from the real ipykernel_launcher by its path (a submitted file of that
+    name cannot take its place), and the notebook's folder is on sys.path, as in a session."""
+    assert scores(sandboxed, "imports_what_came_with_it") == {"test_add": 2.0, "test_mul": 3.0}
+
+
+def test_the_sandbox_name_resolves_to_its_own_loopback(sandboxed):
+    """torchrun --standalone, Gloo and MPI look their host up by name: without an answer they
+    wait on DNS (a network the sandbox does not have) until they time out."""
+    report = output_of(sandboxed, "looks_around", "SANDBOX")
+    assert report["hostname"] == "sandbox" and report["resolves_to"] == ["127.0.0.1", "::1"]
 
 
 def test_what_the_sandbox_wrote_is_gone_after_grading(sandboxed):
