@@ -5,8 +5,10 @@ Runs in the *notebook* environment (it needs nbgrader), in a scratch nbgrader co
    (unique grade ids, points on every graded cell, a hidden test in every autograded cell,
    total points equal to the catalogue's);
 2. ``nbgrader generate_assignment``: the release holds no solution and no hidden test;
-3. ``nbgrader autograde`` of the solution (full marks, within the runtime budget) and of the
-   blank release (no crash, zero on every autograded cell).
+3. the solution (full marks, within the runtime budget) and the blank release (no crash, zero on
+   every autograded cell) graded by the platform's own grader (assessments.grading), in its
+   sandbox, with the settings a grading job gets: the way learners' submissions will be graded
+   (no network, so no Slurm; a uid of its own; the memory and process limits). Needs root.
 Prints one JSON object: {"problems": [...], "solution_s": float, "scores": {...}}.
 Further submissions (``--also NAME=NOTEBOOK``: e.g. answers that take a shortcut the tests must
 catch) are graded beside the solution in the same scratch course; their scores are reported, and
@@ -16,18 +18,20 @@ The notebook meets the data files the catalogue declares for COURSE_ID/ASSIGNMEN
 in a release (a notebook outside the catalogue gets none).
 
     python -m assessments.courseware.check NOTEBOOK_DIR NOTEBOOK_NAME COURSE_ID ASSIGNMENT_ID POINTS BUDGET_S \
-        [--also NAME=NOTEBOOK ...]
+        [--also NAME=NOTEBOOK ...] [--cell-timeout S] [--cpus N] [--memory-bytes B] [--processes N]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -102,25 +106,54 @@ def nbgrader(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args, "--force"], cwd=root, capture_output=True, text=True)
 
 
-def autograde_scores(root: Path, assignment: str, notebook: str, students=("solution", "blank")) -> dict[str, dict]:
-    from nbgrader.api import Gradebook
+@dataclass(frozen=True)
+class GradingSettings:
+    """What a grading job gives each submission (assessments.grading.batch): the caller passes the
+    platform's configuration; the defaults are its defaults."""
+    cell_timeout: int = 120
+    cpus: int = 1
+    memory_bytes: int = 3 << 30
+    processes: int = 64
 
-    scores = {}
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        for student in students:
-            try:
-                sub = gb.find_submission_notebook(notebook, assignment, student)
-            except Exception:
-                continue
-            auto = [g for g in sub.grades if g.auto_score is not None]
-            scores[student] = {
-                "auto_score": sum(g.auto_score for g in auto),
-                "auto_max": sum(g.max_score for g in auto),
-                "nonzero_cells": [g.name for g in auto if g.auto_score > 0],
-                "short_cells": [g.name for g in auto if g.auto_score < g.max_score],
-                "cells": {g.name: [g.auto_score, g.max_score] for g in auto},
-            }
-    return scores
+
+def platform_grade(root: Path, assignment: str, notebook: str, submissions: dict[str, Path], budget_s: float,
+                   settings: GradingSettings) -> dict[str, dict]:
+    """Each submission (name: its folder) graded by the platform's grader in its sandbox, as a grading
+    job grades it: {name: scores} or {name: {"error": ...}} where the grader itself failed."""
+    from assessments.grading import sandbox
+    from assessments.grading.task import grade_submission
+
+    sandbox.check_tools()
+    batch = root / "batch"
+    (batch / "graded").mkdir(parents=True, exist_ok=True)
+    per_sub_s = budget_s * 2 + 60
+    manifest = {"source_dir": str(root / "source" / assignment), "release_dir": str(root / "release" / assignment),
+                "notebooks": [notebook], "work_root": str(root / "work"), "batch_dir": str(batch),
+                "cell_timeout": settings.cell_timeout, "total_timeout": budget_s * 2, "cpus": settings.cpus,
+                "limits": {"memory_bytes": settings.memory_bytes, "processes": settings.processes,
+                           "cpu_seconds": int(per_sub_s * 2)}}
+    out = {}
+    for slot, (name, folder) in enumerate(submissions.items()):
+        t0 = time.monotonic()
+        try:
+            # sandbox uids of this process's own (two checks may run side by side)
+            result = grade_submission(manifest, {"id": name, "student": "learner", "dir": str(folder)}, slot,
+                                      os.getpid())
+        except Exception as e:  # noqa: BLE001 - reported as the check's problem, with what the grader said
+            out[name] = {"error": f"{type(e).__name__}: {str(e)[-800:]}"}
+            continue
+        tests = [c for nb in result["notebooks"] for c in nb["cells"] if c["kind"] == "test"]
+        out[name] = {
+            "auto_score": sum(c["score"] for c in tests),
+            "auto_max": sum(c["points"] for c in tests),
+            "nonzero_cells": [c["grade_id"] for c in tests if c["score"] > 0],
+            "short_cells": [c["grade_id"] for c in tests if c["score"] < c["points"]],
+            "cells": {c["grade_id"]: [c["score"], c["points"]] for c in tests},
+            "errors": {c["grade_id"]: c["error"][-300:] for c in tests if c["status"] != "ok"},
+            "notes": result["notes"] + [n for nb in result["notebooks"] for n in nb["notes"]],
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+    return out
 
 
 def declared_data(course: str, assignment: str) -> tuple[Path, ...]:
@@ -132,9 +165,9 @@ def declared_data(course: str, assignment: str) -> tuple[Path, ...]:
 
 
 def check(folder: Path, notebook: str, course: str, assignment: str, points: float, budget_s: float,
-          data: tuple[Path, ...] = (), also: dict[str, Path] | None = None) -> dict:
+          data: tuple[Path, ...] = (), also: dict[str, Path] | None = None,
+          settings: GradingSettings = GradingSettings()) -> dict:
     where = f"{course}/{assignment}/{notebook}"
-    stem = Path(notebook).stem
     problems: list[str] = []
     try:
         nb = nbformat.read(folder / notebook, as_version=4)
@@ -145,11 +178,9 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
     result = {"problems": problems, "solution_s": None, "scores": {}}
     with tempfile.TemporaryDirectory(prefix="academy-check-") as tmp:
         root = Path(tmp)
+        os.chmod(root, 0o700)     # the source (solutions, hidden tests) is copied in here
         (root / "nbgrader_config.py").write_text(
-            f"c = get_config()\nc.CourseDirectory.course_id = {course!r}\nc.CourseDirectory.root = {str(root)!r}\n"
-            # the runtime budget is enforced by timing; the per-cell timeout only stops a hang
-            f"c.ExecutePreprocessor.timeout = {int(budget_s)}\n"
-        )
+            f"c = get_config()\nc.CourseDirectory.course_id = {course!r}\nc.CourseDirectory.root = {str(root)!r}\n")
         missing = [str(p) for p in data if not p.is_file()]
         if missing:
             problems.append(f"{where}: the catalogue's data file(s) {', '.join(missing)} do not exist")
@@ -161,30 +192,26 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
             return result
         released = nbformat.read(root / "release" / assignment / notebook, as_version=4)
         problems += check_release(released, where)
-        for student, src in (("solution", root / "source" / assignment), ("blank", root / "release" / assignment)):
-            shutil.copytree(src, root / "submitted" / student / assignment)
-        t0 = time.monotonic()
-        graded = nbgrader(root, "autograde", assignment, "--student=solution")
-        result["solution_s"] = round(time.monotonic() - t0, 1)
-        if graded.returncode != 0:
-            problems.append(f"{where}: autograding the solution failed: {graded.stderr.strip()[-800:]}")
-        blank = nbgrader(root, "autograde", assignment, "--student=blank")
-        if blank.returncode != 0:
-            problems.append(f"{where}: autograding the blank release crashed: {blank.stderr.strip()[-800:]}")
+        submissions = {"solution": root / "source" / assignment, "blank": root / "release" / assignment}
         for student, path in (also or {}).items():
             # the assignment's folder (data files included) with this submission's notebook in it
-            shutil.copytree(root / "source" / assignment, root / "submitted" / student / assignment)
-            shutil.copy(path, root / "submitted" / student / assignment / notebook)
-            other = nbgrader(root, "autograde", assignment, f"--student={student}")
-            if other.returncode != 0:
-                problems.append(f"{where}: autograding {student} crashed: {other.stderr.strip()[-800:]}")
-        scores = autograde_scores(root, assignment, stem, ("solution", "blank", *(also or {})))
+            shutil.copytree(root / "source" / assignment, root / "submitted" / student)
+            shutil.copy(path, root / "submitted" / student / notebook)
+            submissions[student] = root / "submitted" / student
+        scores = platform_grade(root, assignment, notebook, submissions, budget_s, settings)
+        for student, got in list(scores.items()):
+            if "error" in got:
+                problems.append(f"{where}: grading {student} failed: {got['error']}")
+                del scores[student]
         result["scores"] = scores
+        if "solution" in scores:
+            result["solution_s"] = scores["solution"]["seconds"]
         sol, empty = scores.get("solution"), scores.get("blank")
         if sol is None:
             problems.append(f"{where}: the solution produced no grades")
         elif sol["short_cells"]:
-            problems.append(f"{where}: the solution does not get full marks in: {', '.join(sol['short_cells'])}")
+            problems.append(f"{where}: the solution does not get full marks in: " + "; ".join(
+                f"{cell} ({sol['errors'].get(cell) or 'no error'})" for cell in sol["short_cells"]))
         if empty is None:
             problems.append(f"{where}: the blank release produced no grades")
         elif empty["nonzero_cells"]:
@@ -193,6 +220,8 @@ def check(folder: Path, notebook: str, course: str, assignment: str, points: flo
         if result["solution_s"] is not None and result["solution_s"] > budget_s:
             problems.append(f"{where}: the solution took {result['solution_s']:.0f} s to grade, over its "
                             f"runtime budget of {budget_s:.0f} s")
+        if sol is not None and sol["notes"]:
+            problems.append(f"{where}: grading the solution noted: {'; '.join(sol['notes'])}")
     return result
 
 
@@ -206,12 +235,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="another submission to grade beside the solution")
     parser.add_argument("--data", action="append", default=None, metavar="FILE",
                         help="a data file to put beside the notebook (default: what the catalogue declares)")
+    defaults = GradingSettings()
+    parser.add_argument("--cell-timeout", type=int, default=defaults.cell_timeout)
+    parser.add_argument("--cpus", type=int, default=defaults.cpus)
+    parser.add_argument("--memory-bytes", type=int, default=defaults.memory_bytes)
+    parser.add_argument("--processes", type=int, default=defaults.processes)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     also = dict(item.split("=", 1) for item in args.also)
     data = tuple(Path(p) for p in args.data) if args.data is not None else declared_data(args.course, args.assignment)
     print(json.dumps(check(Path(args.folder), args.notebook, args.course, args.assignment, float(args.points),
-                           float(args.budget), data,
-                           {name: Path(path) for name, path in also.items()})))
+                           float(args.budget), data, {name: Path(path) for name, path in also.items()},
+                           GradingSettings(args.cell_timeout, args.cpus, args.memory_bytes, args.processes))))
     return 0
 
 

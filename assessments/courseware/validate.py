@@ -28,15 +28,29 @@ class AssignmentReport:
     scores: dict = field(default_factory=dict)
 
 
+def grading_args(a: Assignment, cfg: dict | None = None) -> list[str]:
+    """The checker's grading settings: what a grading job of this assignment gives each submission."""
+    from assessments.grading.batch import sandbox_settings
+    from hub.config import load
+    from spawners.profiles import parse_profiles
+
+    cfg = cfg or load()
+    profile = next(p for p in parse_profiles(cfg["profiles"]) if p.key == a.profile)
+    settings = sandbox_settings(cfg, profile)
+    return [f"--cell-timeout={settings['cell_timeout']}", f"--cpus={settings['cpus']}",
+            f"--memory-bytes={settings['memory_bytes']}", f"--processes={settings['processes']}"]
+
+
 def check_assignment(a: Assignment, notebook_python: str, timeout_s: float | None = None,
                      also: dict[str, Path] | None = None) -> AssignmentReport:
-    """Run the checker for one assignment in the notebook environment; ``also`` grades further
-    submissions (name: notebook) beside the solution."""
+    """Run the checker for one assignment in the notebook environment, graded as a grading job
+    grades (as root: the grader's sandbox); ``also`` grades further submissions (name: notebook)
+    beside the solution."""
     # nbgrader runs alembic and jupyter from PATH: the notebook environment's must come first.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
            "PATH": f"{os.path.dirname(notebook_python)}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     argv = [notebook_python, "-m", "assessments.courseware.check", str(a.folder), a.notebook, a.course_id, a.id,
-            str(a.points), str(a.runtime_budget_s)]
+            str(a.points), str(a.runtime_budget_s), *grading_args(a)]
     for name, path in (also or {}).items():
         argv += ["--also", f"{name}={path}"]
     limit = timeout_s or (a.runtime_budget_s * (4 + 2 * len(also or {})) + 120)

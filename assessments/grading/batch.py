@@ -67,6 +67,13 @@ def _memory_mb(size: str) -> int:
     return int(size[:-1]) * {"M": 1, "G": 1024, "T": 1024 * 1024}[size[-1]]
 
 
+def sandbox_settings(cfg: dict, profile: Profile) -> dict:
+    """What each submission's sandbox gets (also what `academy course validate` grades with)."""
+    acfg = cfg["assessments"]
+    return {"cell_timeout": acfg["cell_timeout"], "cpus": profile.cpus if profile.gres else 1,
+            "memory_bytes": _memory_mb(acfg["sandbox_memory"]) << 20, "processes": acfg["sandbox_processes"]}
+
+
 def batch_script(batch: Path, n_tasks: int, profile: Profile, cfg: dict, per_task_s: int, label: str,
                  account: str = "") -> str:
     """The grading job's script (templates/grading_job.sh.j2, shellchecked in the tests); `account`:
@@ -125,15 +132,16 @@ def _prepare(store: Store, cfg: dict, a: Assignment, profile: Profile, regrade: 
     slots = acfg["max_parallel"] or (os.cpu_count() or 1)
     n_tasks = min(len(subs), slots)
     per_sub_s = a.runtime_budget_s * 2 + 60
+    settings = sandbox_settings(cfg, profile)
     manifest = {
         "course": a.course_id, "assignment": a.id, "batch_dir": str(folder),
         "source_dir": str(store.course_dir(a.course_id, "source", a.id)),
         "release_dir": str(store.course_dir(a.course_id, "release", a.id)),
         "notebooks": json.loads(pub["notebooks"]), "work_root": acfg["work_root"],
-        "cell_timeout": acfg["cell_timeout"], "total_timeout": a.runtime_budget_s * 2,
-        "cpus": profile.cpus if profile.gres else 1,
-        "limits": {"memory_bytes": _memory_mb(acfg["sandbox_memory"]) << 20,
-                   "processes": acfg["sandbox_processes"], "cpu_seconds": per_sub_s * 2},
+        "cell_timeout": settings["cell_timeout"], "total_timeout": a.runtime_budget_s * 2,
+        "cpus": settings["cpus"],
+        "limits": {"memory_bytes": settings["memory_bytes"], "processes": settings["processes"],
+                   "cpu_seconds": per_sub_s * 2},
         "submissions": [{"id": s["id"], "student": s["student"], "dir": s["path"]} for s in subs],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))

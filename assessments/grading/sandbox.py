@@ -235,6 +235,22 @@ def processes_of(uid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uid_of(p) == uid]
 
 
+# Helpers Python's multiprocessing starts once and keeps for the kernel's lifetime (torch.multiprocessing's
+# spawn, a Pool): part of the kernel, as in a session, not something the notebook left running.
+KERNEL_HELPERS = (b"from multiprocessing.resource_tracker import main", b"from multiprocessing.forkserver import main")
+
+
+def lingering_of(uid: int) -> list[int]:
+    """The sandbox uid's processes besides multiprocessing's own helpers."""
+    def helper(pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return any(h in cmdline for h in KERNEL_HELPERS)
+    return [pid for pid in processes_of(uid) if not helper(pid)]
+
+
 def kill_everything_of(uid: int, within_s: float = 10) -> int:
     """SIGKILL every process the sandbox uid still has (a forked child, a daemon); how many there were."""
     killed = 0

@@ -98,7 +98,7 @@ def grade_submission(manifest: dict, sub: dict, slot: int, job_id: int) -> dict:
                 merged.notebook, wrapper=sandbox.wrapper_argv(uid, limits, workdir, cgroup), uid=uid,
                 env=sandbox.kernel_env(workdir, sub["student"], int(manifest.get("cpus", 1))), workdir=workdir,
                 cell_timeout=int(manifest["cell_timeout"]), total_timeout=float(manifest["total_timeout"]),
-                probe_before=probe_before, processes=lambda: len(sandbox.processes_of(uid)))
+                probe_before=probe_before, processes=lambda: len(sandbox.lingering_of(uid)))
             sandbox.kill_everything_of(uid)  # a backstop: the namespace's end has taken them all
             scored = score(name, merged, run)
             if run.left_running:

@@ -1,5 +1,6 @@
-"""Every assignment of both tracks, checked as `academy course validate` checks it (CI runs them all):
-the solution autogrades to full marks within its runtime budget, the released notebook runs
+"""Every assignment of both tracks, checked as `academy course validate` checks it (CI runs them all),
+graded by the platform's own grader in its sandbox with a grading job's limits: the solution gets
+full marks within its runtime budget, the released notebook runs
 without crashing the grader and scores zero, hidden tests and solutions are absent from the release.
 Answers that get the right numbers by the wrong method (tests/courses/wrong_methods) are graded in
 the same run and score zero where they cut the corner. And the checker itself catches the
