@@ -25,7 +25,8 @@ from .test_spawn_page import log_in
 pytestmark = pytest.mark.integration
 SERVICE = "/services/academy-progress/"
 TRACK = {"llm-101": {"tokenization": 12, "attention": 12, "tiny-gpt": 11},
-         "llm-201": {"compute-budgets": 12, "inference": 14, "lora": 11}}
+         "llm-201": {"compute-budgets": 12, "inference": 14, "lora": 11},
+         "llm-301": {"memory-at-scale": 12, "flash-attention": 12, "serving": 13, "scaling-laws": 14}}
 
 
 def event(kind, at, **fields):
@@ -58,6 +59,7 @@ def cohort_events(now: float) -> list[dict]:
 @pytest.fixture(scope="module")
 def progress(hub, tmp_path_factory):
     for args in (("enrol", "llm-101", "learner1", "learner2"), ("enrol", "llm-201", "learner1", "learner2"),
+                 ("enrol", "llm-301", "learner1", "learner2"),
                  ("enrol", "llm-101", "trainer1", "--trainer")):
         out = academy(hub, *args)
         assert out.returncode == 0, out.stderr
@@ -85,7 +87,7 @@ def test_a_learner_sees_their_progress_and_their_certificate(progress, page, dem
     assert text(page.locator("#gpu-hours")) == "GPU-hours used: 1.50"
     assert "Nothing is waiting" in text(page.locator("#next"))
     track = page.locator('#tracks tr[data-track="llm-engineering"]')
-    assert "llm-101 ✓ passed" in text(track) and "llm-201 ✓ passed" in text(track)
+    assert all(f"{course} ✓ passed" in text(track) for course in TRACK)
     page.screenshot(path=str(ARTIFACTS / "progress-learner.png"), full_page=True)
 
     with page.expect_download() as download:

@@ -62,7 +62,7 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         # The demo logins printed are the ones that work.
         assert re.search(rf"learner1\s+{re.escape(demo_credentials['learner1'])}\s+learners", first.stdout)
         # The demo cohort is in every course, and the courses' assignments are out.
-        assert "publishing 11 demo assignment(s) of the catalogue" in first.stdout
+        assert "publishing 19 demo assignment(s) of the catalogue" in first.stdout
         members = academy("members", "llm-101", config=config)
         assert members.stdout.splitlines() == ["trainers: trainer1", "learners: learner1, learner2"]
         # The hub started its services: the exchange answers behind the proxy (asking for a login).

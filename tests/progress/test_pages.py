@@ -193,7 +193,8 @@ def test_the_plots_count_the_selected_learners_only(svc):
 
 def test_the_programme_follows_the_catalogue():
     programme = Programme.from_catalogue(load_catalogue())
-    assert programme.tracks == {"hpc-engineering": ("hpc-101", "hpc-201"), "llm-engineering": ("llm-101", "llm-201")}
+    assert programme.tracks == {"hpc-engineering": ("hpc-101", "hpc-201", "hpc-301"),
+                                "llm-engineering": ("llm-101", "llm-201", "llm-301")}
     assert programme.courses["llm-101"] == ("tokenization", "attention", "tiny-gpt")
     assert programme.track_title("llm-engineering") == "LLM engineering"
     assert (programme.course_budget("llm-101"), programme.learner_budget("llm-101")) == (200, 6)
