@@ -137,6 +137,13 @@ def cmd_metrics(args, cfg: dict) -> int:
     return 0
 
 
+def cmd_systemd_unit(args, cfg: dict) -> int:
+    from .systemd_unit import render_unit
+
+    print(render_unit(cfg), end="")
+    return 0
+
+
 def cmd_test(args, cfg: dict) -> int:
     prepare(cfg, for_tests=True)
     argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("action", choices=["prometheus-config"])
     metrics.add_argument("--token-file", help="where Prometheus reads the academy-metrics token (default: the "
                                               "hub's own copy in its state folder)")
+    sub.add_parser("systemd-unit", help="print a systemd unit that runs the hub as a service (install it in "
+                                        "/etc/systemd/system/academy-hub.service)")
     cli_assessments.add_parsers(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
@@ -232,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             installer.require_root(f"academy {args.command}")  # the course store is root's only
             return cli_assessments.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
-                   "course": cmd_course, "slurm": cmd_slurm, "metrics": cmd_metrics, "test": cmd_test}[args.command]
+                   "course": cmd_course, "slurm": cmd_slurm, "metrics": cmd_metrics, "systemd-unit": cmd_systemd_unit,
+                   "test": cmd_test}[args.command]
         return handler(args, cfg)
     except ConfigError as e:
         print(f"academy: invalid configuration: {e}", file=sys.stderr)

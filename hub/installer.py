@@ -22,8 +22,9 @@ APT_PACKAGES = ["slurm-wlm", "slurmdbd", "mariadb-server", "munge", "sudo", "pyt
                 "bubblewrap", "openmpi-bin"]
 # chromium: driven by Playwright in tests/e2e; postgresql: the progress database's production backend,
 # tested beside SQLite (tests/progress start a throwaway cluster of their own); prometheus: scrapes
-# the hub and the services in tests/integration/test_metrics.py.
-TEST_APT_PACKAGES = ["chromium", "postgresql", "prometheus"]
+# the hub and the services in tests/integration/test_metrics.py; systemd: `systemd-analyze verify` of
+# the hub's unit (tests/unit/test_systemd_unit.py; nothing is started with it).
+TEST_APT_PACKAGES = ["chromium", "postgresql", "prometheus", "systemd"]
 # Node.js may come from elsewhere than Debian (its npm then conflicts with Debian's): install
 # Debian's only where the commands are missing.
 APT_IF_COMMAND_MISSING = {"node": "nodejs", "npm": "npm"}
