@@ -31,7 +31,7 @@ from urllib.error import URLError
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
-from traitlets import Dict, List, Set, Unicode
+from traitlets import Dict, Set, Unicode
 
 from courses.groups import group_name
 
@@ -50,7 +50,6 @@ class AcademyOIDCAuthenticator(GenericOAuthenticator):
     course_roles = Dict(config=True, help="provider group -> {'course', 'role'}")
     unix_accounts = Unicode("existing", config=True, help="'existing' or 'create'")
     gradebook_url = Unicode("", config=True, help="the gradebook's database (enrolment)")
-    managed_hub_groups = List(Unicode(), help="(unused: groups are computed at login)")
 
     _enrolment = None
 
