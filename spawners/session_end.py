@@ -51,6 +51,8 @@ async def follow(spawner, confirm_s: float = CONFIRM_S, every_s: float = CONFIRM
     deadline = time.monotonic() + confirm_s
     while time.monotonic() < deadline and spawner.job_id == job:
         info = await spawner.monitor.state(job, max_age=every_s)
+        if getattr(spawner, "_stop_pending", False):
+            return False  # the hub began stopping it meanwhile: that stop records the end (accept_end_report)
         if info is not None and info.state not in RUNNING_STATES | PENDING_STATES | {"SUSPENDED"}:
             await spawner.poll_and_notify()
             return True

@@ -250,10 +250,11 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         if self.end_notices_dir and self.job_id:
             end_notices.EndNotices.shared(self.end_notices_dir).follow(self.job_id, self)
 
-    def _forget_job(self) -> None:
-        self.monitor.forget(self.job_id)
+    def _forget_job(self, job: str = "") -> None:
+        job = job or self.job_id
+        self.monitor.forget(job)
         if self.end_notices_dir:
-            end_notices.EndNotices.shared(self.end_notices_dir).forget(self.job_id)
+            end_notices.EndNotices.shared(self.end_notices_dir).forget(job)
 
     async def _ensure_association(self) -> None:
         try:
@@ -392,6 +393,11 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         follow (not running, or already followed)."""
         if not (self.session_started and self.job_id) or (self._following_end and not self._following_end.done()):
             return False
+        if self._stop_pending:
+            # The hub is stopping this session itself, and its stop records the end. Following
+            # it too would run the poll callbacks: a second User.stop, racing the first, whose
+            # late clean-up then removed the learner's *next* server while it started.
+            return False
         self.log.info("Session of %s: end reported by %s (job %s); confirming with Slurm", self.user.name, source,
                       self.job_id)
         self._following_end = asyncio.ensure_future(session_end.follow(self))
@@ -505,15 +511,16 @@ class AcademySlurmSpawner(SpawnOptions, SlurmSpawner):
         self.end_reason = self.end_reason or "stopped-by-hub"
         self._record_stop()
         self.log.info("Stopping job %s of %s", self.job_id, self.user.name)
+        job = self.job_id  # by its id from here: nothing else may clear it meanwhile, but a stop must not spin on ""
         cancelled = await self.cancel_batch_job()
         if cancelled and not now:
             deadline = time.monotonic() + STOP_CONFIRM_S
             while time.monotonic() < deadline:
-                info = await self._job(max_age=0.5)
+                info = await self.monitor.state(job, max_age=0.5)
                 if info is not None and info.state not in RUNNING_STATES and info.state not in PENDING_STATES:
                     break
                 await asyncio.sleep(0.5)
-        self._forget_job()
+        self._forget_job(job)
 
 
 def start_outcome(error: BaseException) -> str:

@@ -346,3 +346,40 @@ def test_a_submission_refused_for_want_of_an_association_makes_it_and_submits_ag
         with pytest.raises(SessionError, match="Invalid partition name"):
             asyncio.run(spawner.start())
         assert made == [] and len(scripted_slurm.calls("sbatch")) == 1
+
+
+def test_an_end_noted_while_the_hub_stops_the_session_is_left_to_that_stop(spawner, scripted_slurm):
+    """The hub stops a session (User.stop) while its end is being followed (the server's SIGTERM
+    report, or Slurm's epilog note): one stop, no poll callbacks. Found in CI: the follow ran the
+    callbacks, a second User.stop raced the first, and the first one's late clean-up then removed
+    the learner's next server while it started."""
+    user = spawner.user
+    user.spawners[""] = spawner
+    fired = []
+
+    async def go():
+        await start_running_session(spawner, scripted_slurm)
+        spawner.add_poll_callback(lambda: fired.append("user_stopped"))
+        assert spawner.accept_end_report()          # the end is being followed ...
+        following = spawner._following_end
+        stopping = asyncio.ensure_future(user.stop(""))   # ... when the learner presses stop
+        await wait_until(lambda: spawner._stop_pending, 5, "the hub's stop under way")
+        assert not spawner.accept_end_report(source="Slurm's epilog"), "a note during the stop starts no follow"
+        await asyncio.wait_for(stopping, 5)
+        return await asyncio.wait_for(following, 5)
+
+    assert asyncio.run(go()) is False, "the follow leaves the end to the hub's stop"
+    assert fired == [], "no poll callback: the hub would run a second stop"
+    assert scripted_slurm.job_state("101") == "CANCELLED"
+    assert [kind for kind, _ in spawner.events] == ["session_started", "session_stopped"]
+    assert "" not in user.spawners and spawner.job_id == ""
+
+
+def test_an_end_note_arriving_once_the_hub_is_stopping_starts_no_follow(spawner, scripted_slurm):
+    async def go():
+        await start_running_session(spawner, scripted_slurm)
+        spawner._stop_pending = True   # what User.stop sets before it polls and stops
+        return spawner.accept_end_report(source="Slurm's epilog")
+
+    assert asyncio.run(go()) is False
+    assert spawner._following_end is None
