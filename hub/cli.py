@@ -14,8 +14,8 @@ from pathlib import Path
 from spawners import reaper
 from spawners.slurm_client import SlurmClient, SlurmError
 
-from . import cli_assessments, hub_process, installer, slurm_cluster
-from .config import ConfigError, load
+from . import cli_assessments, cluster_network, hub_process, installer, slurm_cluster
+from .config import ConfigError, load, write_drop_in
 from .configurer import platform_tag
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,25 @@ def demo_courses(cfg: dict) -> None:
             list(pool.map(store.publish, todo))
 
 
+def set_nodes(cfg: dict, nodes: int | None) -> dict:
+    """The layout `up --nodes N` asks for, kept in a drop-in so that later commands and the hub see
+    it too; the configuration reloaded."""
+    if nodes is None or nodes == cfg["slurm"]["nodes"]:
+        return cfg
+    if not cfg["slurm"]["manage"]:
+        raise installer.InstallError("--nodes lays out the embedded cluster; with slurm.manage: false the site's "
+                                     "Slurm has the nodes it has")
+    if hub_process.running_pid(cfg) is not None:
+        raise hub_process.HubError(f"the hub is running on a cluster of {cfg['slurm']['nodes']} node(s): stop it "
+                                   f"with `./academy down`, then `./academy up --nodes {nodes}`")
+    installer.require_root("academy up --nodes")
+    path = write_drop_in("50-nodes.yaml", {"slurm": {"nodes": nodes}})
+    installer.say(f"the embedded cluster will have {nodes} node(s) (kept in {path})")
+    return load()
+
+
 def cmd_up(args, cfg: dict) -> int:
+    cfg = set_nodes(cfg, args.nodes)
     creds = prepare(cfg)
     already = hub_process.running_pid(cfg) is not None
     pid = hub_process.start(cfg)  # first: a taken port is said before minutes of publishing
@@ -100,6 +118,9 @@ def cmd_down(args, cfg: dict) -> int:
     if cfg["slurm"]["manage"]:
         stopped = slurm_cluster.stop(cfg)
         installer.say(f"stopped {', '.join(stopped)}" if stopped else "Slurm daemons were not running")
+        removed = cluster_network.remove(cfg)
+        if removed:
+            installer.say(f"removed the try-out cluster's network: {', '.join(removed)}")
     return 0
 
 
@@ -107,8 +128,9 @@ def cmd_status(args, cfg: dict) -> int:
     pid = hub_process.running_pid(cfg)
     print(f"hub: {'running, pid %d, %s' % (pid, hub_process.public_url(cfg)) if pid else 'stopped'}")
     if cfg["slurm"]["manage"]:
-        print(f"slurmctld: {'up' if slurm_cluster.controller_ok() else 'down'}; "
-              f"node {slurm_cluster.node_name()}: {slurm_cluster.node_state() or 'unknown'}")
+        nodes = "; ".join(f"node {n.name}: {slurm_cluster.node_state(n.name) or 'unknown'}"
+                          for n in slurm_cluster.compute_nodes(cfg))
+        print(f"slurmctld: {'up' if slurm_cluster.controller_ok() else 'down'}; {nodes}")
     return 0 if pid else 3
 
 
@@ -207,7 +229,10 @@ def _build_releases(courses, python: str, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="academy", description="AI Factory Academy platform")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="install what is missing, start Slurm and the hub, print where to open it")
+    up = sub.add_parser("up", help="install what is missing, start Slurm and the hub, print where to open it")
+    up.add_argument("--nodes", type=int, choices=range(1, 9), metavar="N",
+                    help="compute nodes of the embedded cluster, 1 to 8 (kept for later runs); above 1 each "
+                         "in its own network namespace with its own address, as a site's nodes are")
     sub.add_parser("down", help="stop the hub, its sessions, and the embedded Slurm")
     sub.add_parser("status", help="what is running")
     prep = sub.add_parser("prepare", help="install what is missing and start Slurm, without starting the hub")

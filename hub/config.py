@@ -15,12 +15,14 @@ import copy
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 import yaml
 
 from spawners.profiles import ProfileError, parse_profiles
 
+from . import cluster_network
 from .config_schema import OIDC, SCHEMA
 
 OIDC_HINTS = {key: OIDC["properties"][key]["description"] for key in ("issuer", "client_id")}
@@ -28,6 +30,7 @@ OIDC_HINTS = {key: OIDC["properties"][key]["description"] for key in ("issuer", 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 SYSTEM_CONFIG = Path("/etc/academy/config.yaml")
 DROP_IN_DIR = "config.d"
+LOOPBACK = ("127.0.0.1", "localhost")
 
 
 class ConfigError(ValueError):
@@ -126,7 +129,43 @@ def validate(cfg: dict) -> dict:
                     f"config key profiles[{i}] ({p.key}): partition '{p.partition}' is not one of the embedded "
                     f"cluster's partitions: {', '.join(sorted(partitions))}", ("profiles",)
                 )
+    if cluster_network.multi_host(cfg):
+        _derive_multi_host(cfg)
     return cfg
+
+
+def _derive_multi_host(cfg: dict) -> None:
+    """A multi-host try-out cluster: the hub is reached on the service address (sessions run in the
+    nodes' namespaces, where 127.0.0.1 is the node itself) and servers on their node's address;
+    what the operator set explicitly stays."""
+    try:
+        service = cluster_network.service_address(cfg)
+    except ValueError as e:
+        raise ConfigError(f"config key slurm.network: {e}; accepted: a network address with its prefix, "
+                          "e.g. 10.77.0.0/24", ("slurm", "network")) from None
+    hub, slurm = cfg["hub"], cfg["slurm"]
+    if hub["hub_ip"] in LOOPBACK:
+        hub["hub_ip"] = service
+    url = urlsplit(hub["hub_connect_url"])
+    if url.hostname in LOOPBACK:
+        hub["hub_connect_url"] = urlunsplit(url._replace(netloc=f"{service}:{url.port or hub['hub_port']}"))
+    if slurm["server_ip"] in LOOPBACK:
+        slurm["server_ip"] = "0.0.0.0"   # inside the node's namespace: its own address (and its loopback)
+    slurm["node_hosts"] = slurm["node_hosts"] or cluster_network.node_hosts(cfg)
+
+
+def write_drop_in(name: str, data: dict | None, path: Path | None = None) -> Path:
+    """Write (or, with data None, remove) one drop-in beside the config file; the file's path."""
+    path = path if path is not None else config_path()
+    target = (path.parent if path is not None else SYSTEM_CONFIG.parent) / DROP_IN_DIR / name
+    if data is None:
+        target.unlink(missing_ok=True)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("# Written by `academy`; edit the config file instead of this one.\n" + yaml.safe_dump(data))
+    os.replace(tmp, target)
+    return target
 
 
 def _origin(layers: list[tuple[Path, dict]], path: tuple) -> Path | None:

@@ -179,6 +179,15 @@ SLURM = _section("the Slurm cluster sessions and grading run on", {
     "gpu_type": _(_name, "the embedded node's GPU type, as in gres gpu:<type>:<n>"),
     "gpus": {"type": "integer", "minimum": 0, "maximum": 64,
              "description": "the embedded node's GPUs, 0 to 64"},
+    "nodes": {"type": "integer", "minimum": 1, "maximum": 8,
+              "description": "the embedded cluster's compute nodes, 1 to 8; above 1 each in its own network "
+                             "namespace with its own address (a try-out of a site's layout)"},
+    "network": {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-4])$",
+                "description": "the try-out cluster's private network, e.g. 10.77.0.0/24 (a /16 to /24): the "
+                               "service node is .1, node N is .(10+N)"},
+    "node_gpu_types": {"type": "array", "items": _(_name, "a GPU type"),
+                       "description": "GPU types of nodes 2, 3, ... of the try-out cluster (node 1 has gpu_type; "
+                                      "a node past the list's end too)"},
     "server_ip": {"type": "string", "description": "address session servers bind to"},
     "node_hosts": {"type": "object", "additionalProperties": {"type": "string"},
                    "description": "Slurm node name -> address the hub connects to"},

@@ -1,4 +1,8 @@
-"""The embedded one-node Slurm cluster: config files, fake GPUs, and munge/slurmctld/slurmd.
+"""The embedded Slurm cluster: config files, fake GPUs, and munge/slurmctld/slurmd.
+
+One node on this machine's loopback (the default), or, with ``slurm.nodes`` above 1, a try-out
+of a site's layout: each node in its own network namespace with its own address and slurmd
+(hub/cluster_network.py), the controller and the hub on the service address.
 
 Idempotent: ``ensure_running`` leaves a healthy cluster alone, rewrites the config only
 when it changed (restarting the daemons then), and says exactly what stands in the way
@@ -21,6 +25,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from spawners.profiles import parse_profiles
 from spawners.slurm_policy import Policy
+
+from . import cluster_network
+from .cluster_network import Node
 
 TEMPLATES = Path(__file__).parent / "templates" / "slurm"
 RUN_DIR = Path("/run/academy-slurm")
@@ -65,14 +72,26 @@ def cgroups_enforced(cfg: dict) -> bool:
     return all(cgroup_controllers().values())
 
 
+def compute_nodes(cfg: dict) -> list[Node]:
+    """The cluster's nodes: this machine on its loopback, or the namespaces of a multi-host try-out."""
+    if cluster_network.multi_host(cfg):
+        return cluster_network.nodes(cfg)
+    s = cfg["slurm"]
+    return [Node(node_name(), "127.0.0.1", s["gpu_type"], (0, s["gpus"] - 1))]
+
+
 def render_slurm_conf(cfg: dict, cgroups: bool | None = None) -> str:
     s = cfg["slurm"]
+    multi = cluster_network.multi_host(cfg)
+    service = cluster_network.service_address(cfg) if multi else "127.0.0.1"
+    nodes = compute_nodes(cfg)
     return _render(
         "slurm.conf.j2",
-        cluster_name=s["cluster_name"], node_name=node_name(), node_addr="127.0.0.1",
+        cluster_name=s["cluster_name"], ctld_name=node_name(), ctld_addr=service, multi_host=multi,
+        dbd_host=service if multi else "localhost", nodes=nodes, node_list=",".join(n.name for n in nodes),
         ctld_port=s["ctld_port"], slurmd_port=s["slurmd_port"], dbd_port=s["dbd_port"], state_dir=s["state_dir"],
         run_dir=str(RUN_DIR), log_dir=cfg["slurm"]["log_dir"], cpus=s["node_cpus"],
-        memory_mb=s["node_memory_mb"], gpu_type=s["gpu_type"], gpus=s["gpus"], partitions=s["partitions"],
+        memory_mb=s["node_memory_mb"], gpus=s["gpus"], partitions=s["partitions"],
         cgroups=cgroups_enforced(cfg) if cgroups is None else cgroups, operators_group=s["operators_group"],
         epilog_slurmctld=str(epilog_path(cfg)),
     )
@@ -89,16 +108,16 @@ def epilog_path(cfg: dict) -> Path:
 
 
 def render_gres_conf(cfg: dict) -> str:
-    s = cfg["slurm"]
-    if not s["gpus"]:
+    if not cfg["slurm"]["gpus"]:
         return "# no GPUs declared\n"
-    # File= must name character devices, one per GPU and none shared with anything else: the
-    # devices cgroup then lets a job open only its own (see ensure_fake_gpus).
-    files = f"{FAKE_GPU_PREFIX}[0-{s['gpus'] - 1}]" if s["gpus"] > 1 else f"{FAKE_GPU_PREFIX}0"
-    return (
-        "# Written by `academy up`: fake GPUs for the embedded cluster (character devices, no hardware).\n"
-        f"NodeName={node_name()} Name=gpu Type={s['gpu_type']} File={files}\n"
-    )
+    # File= must name character devices, one per GPU and none shared with anything else (each
+    # node its own minors): the devices cgroup then lets a job open only its own (ensure_fake_gpus).
+    lines = ["# Written by `academy up`: fake GPUs for the embedded cluster (character devices, no hardware).\n"]
+    for n in compute_nodes(cfg):
+        first, last = n.gpu_files
+        files = f"{FAKE_GPU_PREFIX}[{first}-{last}]" if last > first else f"{FAKE_GPU_PREFIX}{first}"
+        lines.append(f"NodeName={n.name} Name=gpu Type={n.gpu_type} File={files}\n")
+    return "".join(lines)
 
 
 def ensure_fake_gpus(count: int) -> None:
@@ -132,7 +151,7 @@ def ensure_config(cfg: dict) -> bool:
     conf_dir = Path(s["conf_dir"])
     for d in (Path(s["state_dir"]) / "ctld", Path(s["state_dir"]) / "d", RUN_DIR, Path(cfg["slurm"]["log_dir"])):
         d.mkdir(parents=True, exist_ok=True)
-    ensure_fake_gpus(s["gpus"])
+    ensure_fake_gpus(s["gpus"] * len(compute_nodes(cfg)))
     restrict_daemon_logs(Path(cfg["slurm"]["log_dir"]))
     changed = _write_if_changed(conf_dir / "slurm.conf", render_slurm_conf(cfg))
     changed |= _write_if_changed(conf_dir / "gres.conf", render_gres_conf(cfg))
@@ -151,8 +170,7 @@ def restrict_daemon_logs(log_dir: Path) -> list[Path]:
     world-readable, and it names every job, user and node.
     """
     changed = []
-    for name in DAEMON_LOGS:
-        path = log_dir / name
+    for path in [log_dir / name for name in DAEMON_LOGS] + sorted(log_dir.glob("slurmd-*.log")):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
@@ -206,9 +224,9 @@ def controller_ok() -> bool:
     return "is UP" in out
 
 
-def node_state() -> str:
+def node_state(name: str = "") -> str:
     try:
-        out = _run(["sinfo", "--noheader", "--Node", "--format=%T", "--nodes", node_name()], timeout=10).stdout
+        out = _run(["sinfo", "--noheader", "--Node", "--format=%T", "--nodes", name or node_name()], timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.strip().splitlines()[0] if out.strip() else ""
@@ -245,45 +263,59 @@ def start_munge() -> None:
         raise ClusterError(f"munged did not start (exit {result.returncode}): {result.stderr.strip()}")
 
 
+def _require_free_port(cfg: dict, key: str, daemon: str) -> None:
+    port = cfg["slurm"][key]
+    if port_in_use(port):
+        raise ClusterError(f"port {port} ({daemon}) is taken by another program: stop it, or set slurm.{key} in "
+                           "/etc/academy/config.yaml to a free port")
+
+
 def start_controller(cfg: dict) -> None:
     if controller_ok():
         return
-    port = cfg["slurm"]["ctld_port"]
-    if port_in_use(port):
-        raise ClusterError(
-            f"port {port} (slurmctld) is taken by another program: stop it, or set slurm.ctld_port in "
-            "/etc/academy/config.yaml to a free port"
-        )
+    _require_free_port(cfg, "ctld_port", "slurmctld")
     result = _run(["slurmctld"])
     if not _wait(controller_ok, 20):
         log = Path(cfg["slurm"]["log_dir"]) / "slurmctld.log"
         raise ClusterError(f"slurmctld did not start (exit {result.returncode}); last lines of {log}:\n{_log_tail(log)}")
 
 
-def start_node(cfg: dict) -> None:
-    if _pid_alive(RUN_DIR / "slurmd.pid") is None:
-        port = cfg["slurm"]["slurmd_port"]
-        if port_in_use(port):
-            raise ClusterError(
-                f"port {port} (slurmd) is taken by another program: stop it, or set slurm.slurmd_port in "
-                "/etc/academy/config.yaml to a free port"
-            )
-        result = _run(["slurmd"])
+def slurmd_pid_file(cfg: dict, node: Node) -> Path:
+    return RUN_DIR / (f"slurmd-{node.name}.pid" if cluster_network.multi_host(cfg) else "slurmd.pid")
+
+
+def slurmd_log(cfg: dict, node: Node) -> Path:
+    return Path(cfg["slurm"]["log_dir"]) / (f"slurmd-{node.name}.log" if cluster_network.multi_host(cfg) else "slurmd.log")
+
+
+def start_nodes(cfg: dict) -> None:
+    """A slurmd per node (in its namespace where the cluster has several), then each node ready."""
+    multi = cluster_network.multi_host(cfg)
+    nodes = cluster_network.ensure(cfg) if multi else compute_nodes(cfg)
+    for node in nodes:
+        if _pid_alive(slurmd_pid_file(cfg, node)) is not None:
+            continue
+        if multi:
+            (Path(cfg["slurm"]["state_dir"]) / "d" / node.name).mkdir(parents=True, exist_ok=True)
+            result = _run(cluster_network.in_node(node, ["slurmd", "-N", node.name]))
+        else:
+            _require_free_port(cfg, "slurmd_port", "slurmd")   # a node's namespace has its ports to itself
+            result = _run(["slurmd"])
         if result.returncode != 0:
-            log = Path(cfg["slurm"]["log_dir"]) / "slurmd.log"
-            raise ClusterError(f"slurmd did not start (exit {result.returncode}); last lines of {log}:\n{_log_tail(log)}")
+            log = slurmd_log(cfg, node)
+            raise ClusterError(f"slurmd of node {node.name} did not start (exit {result.returncode}); "
+                               f"last lines of {log}:\n{_log_tail(log)}")
+    for node in nodes:
+        def ready() -> bool:
+            state = node_state(node.name)
+            if state.startswith(("down", "drain")):
+                _run(["scontrol", "update", f"nodename={node.name}", "state=resume"])
+            return state.rstrip("*~#") in ("idle", "mixed", "allocated", "completing")
 
-    def ready() -> bool:
-        state = node_state()
-        if state.startswith(("down", "drain")):
-            _run(["scontrol", "update", f"nodename={node_name()}", "state=resume"])
-        return state.rstrip("*~#") in ("idle", "mixed", "allocated", "completing")
-
-    if not _wait(ready, 30, 0.5):
-        log = Path(cfg["slurm"]["log_dir"]) / "slurmd.log"
-        raise ClusterError(
-            f"node {node_name()} is '{node_state() or 'unknown'}', not ready; last lines of {log}:\n{_log_tail(log)}"
-        )
+        if not _wait(ready, 30, 0.5):
+            log = slurmd_log(cfg, node)
+            raise ClusterError(f"node {node.name} is '{node_state(node.name) or 'unknown'}', not ready; "
+                               f"last lines of {log}:\n{_log_tail(log)}")
 
 
 def _stop_pid(pid_file: Path, timeout: float = 15) -> bool:
@@ -300,7 +332,9 @@ def stop(cfg: dict | None = None, munge: bool = True, accounting: bool = True) -
     its last jobs to slurmdbd), munge last; returns what it stopped."""
     from . import slurm_accounting
 
-    daemons = [("slurmd", RUN_DIR / "slurmd.pid"), ("slurmctld", RUN_DIR / "slurmctld.pid")]
+    # Every slurmd, of either layout: a change of layout stops the old one's daemons.
+    daemons = [("slurmd", p) for p in sorted(RUN_DIR.glob("slurmd*.pid"))]
+    daemons.append(("slurmctld", RUN_DIR / "slurmctld.pid"))
     if accounting:
         daemons += [("slurmdbd", slurm_accounting.DBD_PID), ("mariadb", slurm_accounting.MARIADB_PID)]
     if munge:
@@ -319,20 +353,23 @@ def ensure_running(cfg: dict) -> str:
     from . import slurm_accounting  # it uses this module's helpers
 
     changed = ensure_config(cfg)
-    if changed and (controller_ok() or _pid_alive(RUN_DIR / "slurmd.pid")):
+    if changed and (controller_ok() or any(_pid_alive(p) for p in RUN_DIR.glob("slurmd*.pid"))):
         stop(cfg, munge=False, accounting=False)  # node shape changed: daemons must re-read it from scratch
+    if cluster_network.multi_host(cfg):
+        cluster_network.ensure(cfg)   # first: the daemons and the commands reach each other on its addresses
     start_munge()
     slurm_accounting.ensure_running(cfg)
     start_controller(cfg)
-    start_node(cfg)
+    start_nodes(cfg)
     apply_policy(cfg)  # after slurmctld has registered the gres/gpu TRES that the QOS limits count
     s = cfg["slurm"]
     parts = ", ".join(p["name"] for p in s["partitions"])
     missing = [name for name, ok in cgroup_controllers().items() if not ok]
     limits = ("memory, cores and GPU devices enforced by cgroups" if not missing else
               f"NOT enforced: memory, cores and GPU devices (no writable cgroup v1 controller {', '.join(missing)})")
-    return (f"Slurm cluster '{s['cluster_name']}' up: node {node_name()}, partitions {parts}, "
-            f"{s['gpus']} x gpu:{s['gpu_type']}, accounting by slurmdbd; {limits}")
+    nodes = "; ".join(f"node {n.name} at {n.address}, {s['gpus']} x gpu:{n.gpu_type}" for n in compute_nodes(cfg))
+    return (f"Slurm cluster '{s['cluster_name']}' up: {nodes}; partitions {parts}, "
+            f"accounting by slurmdbd; {limits}")
 
 
 def apply_policy(cfg: dict, users: dict[str, list[str]] | None = None) -> None:
