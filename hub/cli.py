@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -166,6 +167,37 @@ def cmd_systemd_unit(args, cfg: dict) -> int:
     return 0
 
 
+def cmd_backup(args, cfg: dict) -> int:
+    from .backup import BackupError, backup
+
+    installer.require_root("academy backup")
+    out = Path(args.out or f"academy-backup-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
+    try:
+        manifest = backup(cfg, out)
+    except BackupError as e:
+        print(f"academy: {e}", file=sys.stderr)
+        return 1
+    for name, db in manifest["databases"].items():
+        installer.say(f"database {name}: " + ("included" if db["included"] else f"NOT included: {db['why']}"))
+    installer.say(f"course store, {len(manifest['secrets'])} secret(s), {len(manifest['config'])} config file(s)")
+    installer.say(f"backup written to {out.resolve()} (readable by root only)")
+    return 0
+
+
+def cmd_restore(args, cfg: dict) -> int:
+    from .backup import BackupError, restore
+
+    installer.require_root("academy restore")
+    try:
+        manifest = restore(cfg, Path(args.archive), hub_running=hub_process.running_pid(cfg) is not None)
+    except BackupError as e:
+        print(f"academy: {e}", file=sys.stderr)
+        return 1
+    installer.say(f"restored the backup of {manifest['created']} (checkout {manifest['checkout']}); "
+                  "start the hub with `./academy up`")
+    return 0
+
+
 def cmd_test(args, cfg: dict) -> int:
     prepare(cfg, for_tests=True)
     argv = [sys.executable, "-m", "pytest", *(args.pytest_args or [str(ROOT / "tests")])]
@@ -251,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("action", choices=["prometheus-config"])
     metrics.add_argument("--token-file", help="where Prometheus reads the academy-metrics token (default: the "
                                               "hub's own copy in its state folder)")
+    back = sub.add_parser("backup", help="write the databases (SQLite), the course store, the hub's secrets and "
+                                         "the config into one root-only archive")
+    back.add_argument("--out", help="the archive to write (default: academy-backup-<date>.tar.gz here)")
+    rest = sub.add_parser("restore", help="put a backup's parts back where the config says (the hub stopped)")
+    rest.add_argument("archive")
     sub.add_parser("systemd-unit", help="print a systemd unit that runs the hub as a service (install it in "
                                         "/etc/systemd/system/academy-hub.service)")
     cli_assessments.add_parsers(sub)
@@ -267,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             return cli_assessments.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
                    "course": cmd_course, "slurm": cmd_slurm, "metrics": cmd_metrics, "systemd-unit": cmd_systemd_unit,
+                   "backup": cmd_backup, "restore": cmd_restore,
                    "test": cmd_test}[args.command]
         return handler(args, cfg)
     except ConfigError as e:
