@@ -7,8 +7,9 @@ The archive (a .tar.gz, mode 0600) holds, under fixed names:
   database on a server (PostgreSQL) is named in the manifest instead: `pg_dump` is its backup.
 - ``courses/``: the course store (published releases, submissions, grading batches, feedback),
   without the gradebook's own files, which come from ``db/``.
-- ``secrets/``: the hub's cookie secret, its auth-state key (OIDC tokens are encrypted with it)
-  and the service tokens, from ``hub.state_dir``.
+- ``secrets/``: the hub's cookie secret, its auth-state key (OIDC tokens are encrypted with it),
+  the service tokens and the certificates' signing key (without it no certificate issued so far
+  can be verified), from ``hub.state_dir``.
 - ``config/``: the config file and its drop-ins.
 - ``manifest.json``: when, from which checkout, and what is inside.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from .config import DROP_IN_DIR, SYSTEM_CONFIG, config_path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET_PATTERNS = ("jupyterhub_cookie_secret", "auth-state.key", "*.token")
+SECRET_PATTERNS = ("jupyterhub_cookie_secret", "auth-state.key", "*.token", "progress-certificate-key.pem")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 TOP = ("db", "courses", "secrets", "config", "manifest.json")
 

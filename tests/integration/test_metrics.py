@@ -4,14 +4,18 @@ services, with the token of the academy-metrics service and the configuration
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from hub.configurer import metrics_token_path, prometheus_config
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "academy-dashboard.json"
 
 from ..support import free_port, wait_for
 
@@ -94,6 +98,19 @@ def test_prometheus_scrapes_sessions_slurm_and_the_services(hub, learner, promet
     # the progress service answers its database's series (GPU-hours per course; this one used none)
     assert wait_for(lambda: prometheus('up{job="academy-progress"}'), 10)
     assert prometheus("academy_gpu_hours") is not None
+
+    # The Grafana dashboard shipped for operators: every panel's query is valid PromQL to this
+    # Prometheus (query() asserts "success"), and those over what this test did return series.
+    dashboard = json.loads(DASHBOARD.read_text())
+    answered = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            answered[target["expr"]] = prometheus(target["expr"])
+    assert len(answered) >= 12
+    for expr in ("sum by (reason) (rate(academy_session_ends_total[1h])) * 3600",
+                 "sum by (command, outcome) (rate(academy_slurm_commands_total[5m])) * 60",
+                 "sum by (outcome) (rate(academy_session_starts_total[5m])) * 60"):
+        assert answered[expr], f"no series for the dashboard's {expr}"
 
 
 @pytest.mark.parametrize("path", ["/hub/metrics", "/services/academy-exchange/metrics",

@@ -32,6 +32,7 @@ def site(tmp_path, monkeypatch):
     (state / "jupyterhub_cookie_secret").write_bytes(b"c" * 32)
     (state / "auth-state.key").write_text("ab" * 32)
     (state / "metrics.token").write_text("m" * 64)
+    (state / "progress-certificate-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
     (state / "jupyterhub.log.old").write_text("not a secret, not kept")
     # Databases in WAL mode with rows still only in the -wal file (connections left open):
     # a plain file copy would lose them; the backup may not.
@@ -64,12 +65,13 @@ def test_a_backup_restores_databases_courses_secrets_and_config(site, capsys):
     stop_the_hub()
     said = capsys.readouterr().out
     assert "database hub: included" in said and "database gradebook: included" in said
-    assert "3 secret(s), 2 config file(s)" in said
+    assert "4 secret(s), 2 config file(s)" in said
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         manifest = json.load(tar.extractfile("manifest.json"))
     assert {"db/hub.sqlite", "db/gradebook.sqlite", "db/progress.sqlite", "secrets/auth-state.key",
+            "secrets/progress-certificate-key.pem",
             "config/config.yaml", "config/config.d/10-secrets.yaml",
             "courses/llm-101/submitted/learner1/tiny-gpt.ipynb"} <= names
     assert "courses/gradebook.sqlite" not in names and "courses/gradebook.sqlite-wal" not in names
