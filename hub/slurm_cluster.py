@@ -132,6 +132,12 @@ def ensure_fake_gpus(count: int) -> None:
         if os.path.lexists(path):
             os.remove(path)
         os.mknod(path, 0o666 | stat.S_IFCHR, want)
+    # Those of a larger layout before (more nodes, more GPUs) go: no job may find a GPU that no
+    # node declares, which the devices cgroup would not stop it opening.
+    for path in Path(FAKE_GPU_PREFIX).parent.glob(Path(FAKE_GPU_PREFIX).name + "*"):
+        index = path.name[len(Path(FAKE_GPU_PREFIX).name):]
+        if index.isdigit() and int(index) >= count:
+            path.unlink()
 
 
 def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:

@@ -13,6 +13,7 @@ import base64
 import copy
 import re
 import subprocess
+import time
 
 import pytest
 import requests
@@ -127,6 +128,7 @@ def test_sessions_on_either_node_are_reached_at_that_nodes_address(hub2, demo_cr
 
 def test_grading_runs_on_the_node_slurm_picks(hub2, demo_credentials):
     """node1 drained (as for maintenance): the grading job lands on node2 and grades as before."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
     subprocess.run(["scontrol", "update", "nodename=node1", "state=drain", "reason=maintenance (test)"], check=True)
     try:
         enrol_and_publish(hub2)
@@ -143,7 +145,7 @@ def test_grading_runs_on_the_node_slurm_picks(hub2, demo_credentials):
         progress = wait_for(lambda: (p := exchange(hub2, trainer, "GET", path).json())["done"] and p, 300, 1,
                             what="the grading batch to end")
         assert [(r["student"], r["score"], r["error"]) for r in progress["results"]] == [("learner1", 10.0, None)]
-        ran = subprocess.run(["sacct", "-X", "--noheader", "--parsable2", "--starttime=now-15minutes",
+        ran = subprocess.run(["sacct", "-X", "--noheader", "--parsable2", f"--starttime={since}",
                               "--format=JobName,NodeList,State"], capture_output=True, text=True).stdout
         grading = [line.split("|") for line in ran.splitlines() if "grade" in line.split("|")[0]]
         assert grading and all(node == "node2" for _, node, _ in grading), ran
