@@ -5,6 +5,8 @@ catalogue declares it in ``data:``).
 - ``ByteBPE``: the byte-level byte-pair encoding of llm-101/tokenization (train, encode, decode).
 - ``GPTConfig``, ``GPT``: the pre-norm decoder of llm-101/tiny-gpt, parameter names unchanged
   (``tok_emb``, ``pos_emb``, ``blocks[i].attn.qkv``/``proj``, ``mlp.0``/``mlp.2``, ``ln_f``, ``head``).
+  The defaults are that model; ``mlp_ratio``, ``bias``, ``tie_embeddings`` and ``attention`` give the
+  GPT-2 layout (llm-201/compute-budgets) and attention as explicit matmuls that a FLOP counter sees.
 - ``corpus``, ``get_batch``: the shared text (python-docs.txt, or corpus.txt) and random windows of it.
 """
 
@@ -87,6 +89,9 @@ class ByteBPE:
         return b"".join(self.vocab[int(i)] for i in ids).decode("utf-8", errors="replace")
 
 
+ATTENTION = ("sdpa", "explicit")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int
@@ -94,30 +99,45 @@ class GPTConfig:
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 64
+    mlp_ratio: int = 4        # MLP hidden width = mlp_ratio * d_model
+    bias: bool = True         # biases of the linear layers and LayerNorms (the head never has one)
+    tie_embeddings: bool = False   # the head reuses the token-embedding matrix (GPT-2)
+    # "sdpa": PyTorch's fused attention kernel; "explicit": q k^T, causal mask, softmax and @ v spelled out
+    # as matrix products, which torch.utils.flop_counter.FlopCounterMode counts
+    attention: str = "sdpa"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, not {self.attention!r}")
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head, self.d_model = cfg.n_head, cfg.d_model
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.n_head, self.d_model, self.attention = cfg.n_head, cfg.d_model, cfg.attention
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.attention == "explicit":       # the matmuls spelled out, visible to a FLOP counter
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = torch.softmax(att.masked_fill(~causal, float("-inf")), dim=-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        d = cfg.d_model
-        self.ln1, self.attn = nn.LayerNorm(d), CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        d, h, b = cfg.d_model, cfg.mlp_ratio * cfg.d_model, cfg.bias
+        self.ln1, self.attn = nn.LayerNorm(d, bias=b), CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(d, bias=b)
+        self.mlp = nn.Sequential(nn.Linear(d, h, bias=b), nn.GELU(), nn.Linear(h, d, bias=b))
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -131,8 +151,10 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight    # one matrix, listed once by parameters()
         self.apply(self._init)
         for name, p in self.named_parameters():
             # residual projections scaled down with depth (GPT-2), so the residual stream stays O(1)
