@@ -73,3 +73,64 @@ def test_the_apptainer_image_copies_what_exists_and_no_course_source():
         assert glob.glob(str(ROOT / source)), f"{source} is not in the checkout"
         assert not source.startswith("courses/notebooks") and source not in ("courses", "."), \
             f"{source}: course notebooks (solutions, hidden tests) must not enter the image"
+
+
+COMPOSE_DIR = DOCKER / "compose"
+COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose_spec.json"   # see compose_spec.NOTICE
+
+
+def compose_errors(document: dict) -> list[str]:
+    import json
+
+    import jsonschema
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.Draft201909Validator(schema)   # the draft its $schema names
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    import yaml
+    document = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    assert compose_errors(document) == []
+    # the check is live: a misspelt key or a port of the wrong shape is refused
+    broken = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    broken["services"]["hub"]["imagee"] = "x"
+    broken["services"]["node1"]["depends_on"] = "slurmctld"
+    errors = compose_errors(broken)
+    assert any("services/hub" in e and "imagee" in e for e in errors), errors
+    assert any("services/node1/depends_on" in e for e in errors), errors
+
+
+def test_the_compose_layout_has_its_parts_and_names_what_exists():
+    import yaml
+
+    from hub.config import load
+    document = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    services = document["services"]
+    assert set(services) == {"mariadb", "slurmdbd", "slurmctld", "node1", "node2", "postgres", "hub"}
+    start = (COMPOSE_DIR / "start.sh").read_text()
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / service["build"]["context"].replace("../..", ".") / service["build"]["dockerfile"]).exists()
+            role = service["command"][0]
+            assert f"\n  {role})" in start, f"{name}: start.sh has no role '{role}'"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE_DIR / source).exists(), f"{name}: {source} does not exist"
+    # the compute nodes the compose file starts are the nodes the site's slurm.conf declares
+    conf = (COMPOSE_DIR / "slurm.conf").read_text()
+    declared = set(re.findall(r"^NodeName=(\S+)", conf, re.M))
+    started = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "node"}
+    assert declared == started == {"node1", "node2"}
+    # the hub's config is valid for the platform, treats the cluster as a site's, and asks only
+    # for partitions that exist there
+    cfg = load(COMPOSE_DIR / "academy.yaml")
+    assert cfg["slurm"]["manage"] is False and cfg["hub"]["hub_connect_url"] == "http://hub:8081"
+    partitions = set(re.findall(r"^PartitionName=(\S+)", conf, re.M))
+    assert {p["partition"] for p in cfg["profiles"]} <= partitions
+    # the secrets stay out of git and out of every image
+    for secret in document["secrets"].values():
+        name = f"docker/compose/{secret['file'].lstrip('./')}"
+        assert name in (ROOT / ".gitignore").read_text() and name.replace("mariadb", "*").replace("postgres", "*") \
+            in (ROOT / ".dockerignore").read_text()
