@@ -220,7 +220,7 @@ def main() -> int:
         common.cancel_user_jobs(users, wait_s=300)
         log(f"the cluster as configured again: {slurm_cluster.ensure_running(base)}")
         if not cluster_network.multi_host(base):
-            cluster_network.remove(cluster_config(base, 2, 1))
+            cluster_network.remove()
 
     def at(kind: str, key: str, n: int | None = None):
         s = results.get(kind, {}).get("steps", {})

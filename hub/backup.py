@@ -89,8 +89,7 @@ def backup(cfg: dict, out: Path) -> dict:
         raise BackupError(f"{out} exists: name a new file (a backup never overwrites one)")
     courses = Path(cfg["assessments"]["root"])
     dbs = databases(cfg)
-    skip = {p for p in (sqlite_path(u) for u in dbs.values()) if p is not None}
-    skip |= {p.with_name(p.name + s) for p in set(skip) for s in SQLITE_SIDE_FILES}
+    skip = _sqlite_files(cfg)   # in the course store too (the gradebook): copied consistently under db/
     manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "checkout": _checkout(),
                 "databases": {}, "secrets": [], "config": [], "courses": courses.is_dir()}
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".academy-backup-")
@@ -181,8 +180,6 @@ def restore(cfg: dict, archive: Path, hub_running: bool) -> dict:
             path = config_path() or SYSTEM_CONFIG
             for src in sorted((staged / "config").rglob("*.yaml")):
                 dest = path.parent / src.relative_to(staged / "config")
-                if src.name == path.name and src.parent == staged / "config":
-                    dest = path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dest)
     return manifest

@@ -119,7 +119,7 @@ def cmd_down(args, cfg: dict) -> int:
     if cfg["slurm"]["manage"]:
         stopped = slurm_cluster.stop(cfg)
         installer.say(f"stopped {', '.join(stopped)}" if stopped else "Slurm daemons were not running")
-        removed = cluster_network.remove(cfg)
+        removed = cluster_network.remove()
         if removed:
             installer.say(f"removed the try-out cluster's network: {', '.join(removed)}")
     return 0

@@ -111,7 +111,7 @@ def ensure(cfg: dict) -> list[Node]:
     return nodes(cfg)
 
 
-def remove(cfg: dict) -> list[str]:
+def remove() -> list[str]:
     """Delete the nodes' namespaces (their veths go with them) and the bridge; what it removed."""
     removed = []
     for path in sorted(NETNS_DIR.glob(NETNS_PREFIX + "*")) if NETNS_DIR.exists() else []:

@@ -154,13 +154,10 @@ def _derive_multi_host(cfg: dict) -> None:
     slurm["node_hosts"] = slurm["node_hosts"] or cluster_network.node_hosts(cfg)
 
 
-def write_drop_in(name: str, data: dict | None, path: Path | None = None) -> Path:
-    """Write (or, with data None, remove) one drop-in beside the config file; the file's path."""
-    path = path if path is not None else config_path()
+def write_drop_in(name: str, data: dict) -> Path:
+    """Write one drop-in beside the config file (atomically); the file's path."""
+    path = config_path()
     target = (path.parent if path is not None else SYSTEM_CONFIG.parent) / DROP_IN_DIR / name
-    if data is None:
-        target.unlink(missing_ok=True)
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text("# Written by `academy`; edit the config file instead of this one.\n" + yaml.safe_dump(data))

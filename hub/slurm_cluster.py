@@ -295,9 +295,10 @@ def slurmd_log(cfg: dict, node: Node) -> Path:
 
 
 def start_nodes(cfg: dict) -> None:
-    """A slurmd per node (in its namespace where the cluster has several), then each node ready."""
+    """A slurmd per node (in its namespace where the cluster has several: ensure_running wired
+    those first), then each node ready."""
     multi = cluster_network.multi_host(cfg)
-    nodes = cluster_network.ensure(cfg) if multi else compute_nodes(cfg)
+    nodes = compute_nodes(cfg)
     for node in nodes:
         if _pid_alive(slurmd_pid_file(cfg, node)) is not None:
             continue

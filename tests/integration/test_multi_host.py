@@ -44,7 +44,7 @@ def two_nodes(base_config, slurm_cluster_up):
     finally:
         # Back to the one-node cluster every other test uses, whatever happened here.
         slurm_cluster.ensure_running(base_config)
-        cluster_network.remove(cfg)
+        cluster_network.remove()
 
 
 @pytest.fixture(scope="module")
