@@ -122,6 +122,21 @@ def test_restore_refuses_while_the_hub_runs_and_a_foreign_archive_changing_nothi
     assert "not an academy backup: it holds 'courses/../../etc/cron.d/x'" in capsys.readouterr().err
     assert people(courses / "gradebook.sqlite") == ["learner1"]   # checked before anything was written
 
+    (tmp_path / "not-a-backup.tar.gz").write_text("plain text")
+    assert cli.main(["restore", str(tmp_path / "not-a-backup.tar.gz")]) == 1
+    assert f"cannot read {tmp_path / 'not-a-backup.tar.gz'}:" in capsys.readouterr().err
+
+    # A configuration that now keeps the gradebook on a server: the SQLite copy is not put anywhere.
+    config = tmp_path / "etc" / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["assessments"]["database"] = "postgresql+psycopg://academy:secret@db01/gradebook"
+    config.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["restore", str(archive)]) == 1
+    err = capsys.readouterr().err
+    assert "the backup holds the gradebook database as SQLite, but this configuration keeps it on a server " \
+           "(db01/gradebook): restore it there with its own tool" in err and "secret" not in err
+    assert people(courses / "gradebook.sqlite") == ["learner1"]   # nothing written
+
     (tmp_path / "notes.txt").write_text("hello")
     with tarfile.open(tmp_path / "other.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "notes.txt", "notes.txt")

@@ -91,6 +91,11 @@ def test_up_with_nodes_keeps_the_layout_in_a_drop_in(tmp_path, monkeypatch):
     assert load(path)["slurm"]["nodes"] == 2   # later commands, and the hub, see it too
     assert (tmp_path / "config.d" / "50-nodes.yaml").exists()
     assert cli.set_nodes(load(path), 1)["slurm"]["nodes"] == 1
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"slurm": {"manage": False}}))
+    with pytest.raises(installer.InstallError, match=r"--nodes lays out the embedded cluster; with slurm.manage: "
+                                                     r"false the site's Slurm has the nodes it has"):
+        cli.set_nodes(load(site), 2)
     monkeypatch.setattr(hub_process, "running_pid", lambda cfg: 4242)
     with pytest.raises(hub_process.HubError, match=r"the hub is running on a cluster of 1 node\(s\): stop it with "
                                                     r"`./academy down`, then `./academy up --nodes 2`"):
