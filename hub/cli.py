@@ -16,6 +16,7 @@ from spawners import reaper
 from spawners.slurm_client import SlurmClient, SlurmError
 
 from . import cli_assessments, cluster_network, hub_process, installer, slurm_cluster
+from .workshops import cli as workshop_cli
 from .config import ConfigError, load, write_drop_in
 from .configurer import platform_tag
 
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("systemd-unit", help="print a systemd unit that runs the hub as a service (install it in "
                                         "/etc/systemd/system/academy-hub.service)")
     cli_assessments.add_parsers(sub)
+    workshop_cli.add_parser(sub)
     sub.add_parser("test", help="run the test suite (installs and starts what the tests need); "
                                 "further arguments go to pytest")
     args, extra = parser.parse_known_args(argv)
@@ -302,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in cli_assessments.COMMANDS:
             installer.require_root(f"academy {args.command}")  # the course store is root's only
             return cli_assessments.run(args, cfg)
+        if args.command == "workshop":
+            installer.require_root("academy workshop")  # it makes Unix accounts and reservations
+            return workshop_cli.run(args, cfg)
         handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "prepare": cmd_prepare,
                    "course": cmd_course, "slurm": cmd_slurm, "metrics": cmd_metrics, "systemd-unit": cmd_systemd_unit,
                    "backup": cmd_backup, "restore": cmd_restore,

@@ -236,6 +236,25 @@ PROGRESS = _section("the progress service (learner and trainer dashboards)", {
                                    "sessions with Slurm's figures (GPU-hours); 0 for never"),
 })
 
+WORKSHOPS = _section("workshops: join codes, pooled accounts, pre-warmed sessions (academy workshop ...)", {
+    "database": {"type": "string", "description": "SQLAlchemy URL of the workshops' records; empty for SQLite in "
+                                                  "hub.state_dir"},
+    "profiles": {"type": "array", "items": _name,
+                 "description": "the profile keys a workshop may give its attendees (a list of profile keys)"},
+    "max_seats": _within("integer", 1, 999, "seats one workshop may have"),
+    "prewarm_minutes": _within("integer", 0, 240, "minutes before a workshop's start that its seats' sessions are "
+                               "started, unassigned (and its reservation begins); 0 for no pre-warming"),
+    "keep_warm_minutes": _within("integer", 0, 1440, "minutes after the start that warm sessions nobody took are "
+                                 "cancelled (a later attendee starts cold)"),
+    "join_failures_per_minute": _within("integer", 1, 1000, "wrong join codes one address may try per minute "
+                                        "before it must wait"),
+    "interval": _within("number", 0.5, 600, "seconds between the workshop service's rounds (pre-warm, release, "
+                        "end of window)"),
+    "export_dir": _(_abs_path, "where a workshop's attendees' files are archived at its end (root only; the "
+                    "trainer downloads them from the workshop's page)"),
+    "home_root": _(_abs_path, "parent of the pooled accounts' home directories"),
+})
+
 DEMO = _section("demo accounts: real Unix users with generated passwords; disable in production", {
     "enabled": {"type": "boolean", "description": "true to create the demo users and courses"},
     "credentials_file": _(_abs_path, "where the generated passwords are kept (root only)"),
@@ -259,6 +278,7 @@ SCHEMA = {
                      "description": "resource profiles a learner chooses from, a non-empty list"},
         "assessments": ASSESSMENTS,
         "progress": PROGRESS,
+        "workshops": WORKSHOPS,
         "demo": DEMO,
     },
 }

@@ -13,6 +13,7 @@ import sys
 
 EXCHANGE = "academy-exchange"
 PROGRESS, HUB_EVENTS = "academy-progress", "academy-hub-events"
+WORKSHOPS = "academy-workshops"
 PROGRESS_INGEST = "custom:academy-progress:ingest"
 
 # Lax: of the requests another site starts, a browser sends these cookies only with a top-level
@@ -38,6 +39,12 @@ SERVICE_CONFIG = {
         # The gradebook's enrolment decides who sees what, read on every request as the exchange does
         # (gradebook.db.url_from_config reads these two).
         "assessments": ("root", "database"),
+    },
+    # The workshops' clock: their records, Slurm (reservations), the pooled accounts' homes.
+    WORKSHOPS: {
+        "hub": ("state_dir",),
+        "workshops": None,
+        "slurm": ("bin_dir",),
     },
 }
 
@@ -186,6 +193,7 @@ def update_services(c, cfg: dict) -> None:
     c.Spawner.environment = {"ACADEMY_EXCHANGE_URL": f"{exchange_url}/services/{EXCHANGE}/"}
     update_progress(c, cfg, services, roles)
     update_metrics(cfg, services, roles)
+    update_workshops(c, cfg, services, roles)
     if sessions["idle_timeout"]:
         services.append({"name": "idle-culler",
                          "command": [sys.executable, "-m", "jupyterhub_idle_culler",
@@ -216,6 +224,25 @@ def update_progress(c, cfg: dict, services: list, roles: list) -> None:
     c.AcademySlurmSpawner.session_event_hook = SessionEvents(
         os.path.join(cfg["hub"]["state_dir"], "progress-outbox"), f"{url}/services/{PROGRESS}/api/events", token,
         cfg["slurm"]["cluster_name"])
+
+
+def update_workshops(c, cfg: dict, services: list, roles: list) -> None:
+    """The workshops' pages in the hub, their profiles in the spawner, and the service that runs
+    their clock (pre-warm, release, end of window: hub/workshops/service.py)."""
+    from .workshops import handlers, profiles
+
+    context = handlers.WorkshopContext(cfg)
+    c.JupyterHub.extra_handlers = handlers.handlers()
+    c.JupyterHub.template_paths = [handlers.TEMPLATES]
+    settings = c.JupyterHub.tornado_settings if isinstance(c.JupyterHub.tornado_settings, dict) else {}
+    c.JupyterHub.tornado_settings = {**settings, "academy_workshops": context}
+    c.AcademySlurmSpawner.profile_grants = profiles.ProfileGrants(context.url, cfg["profiles"])
+    services.append({"name": WORKSHOPS, "command": [sys.executable, "-m", "hub.workshops.service"],
+                     "environment": {"ACADEMY_SERVICE_CONFIG": json.dumps(service_config(cfg, WORKSHOPS)),
+                                     "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    roles.append({"name": WORKSHOPS, "services": [WORKSHOPS],
+                  "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users",
+                             "read:servers", "tokens", "shares"]})
 
 
 METRICS = "academy-metrics"

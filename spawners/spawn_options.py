@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from tornado import web
-from traitlets import Dict, HasTraits, List, TraitError, default, validate
+from traitlets import Any, Dict, HasTraits, List, TraitError, default, validate
 
 from courses.groups import courses_from_groups
 
@@ -48,6 +48,13 @@ class SpawnOptions(HasTraits):
         help="Resource profiles: list of mappings validated by spawners.profiles.parse_profile.",
     ).tag(config=True)
 
+    profile_grants = Any(
+        None, allow_none=True,
+        help="Called as hook(user name, group names) -> None, or (profiles, exclusive, refusal): profiles granted "
+             "beyond the groups' (a workshop's, hub/workshops/profiles.py), replacing those of the same key; "
+             "exclusive: the user has only these; refusal: why there are none now (shown as the start's error).",
+    ).tag(config=True)
+
     session_request: SessionRequest | None = None  # the validated options of the start in progress
 
     @validate("profiles")
@@ -73,8 +80,18 @@ class SpawnOptions(HasTraits):
     def user_groups(self) -> list[str]:
         return [g.name for g in getattr(self.user, "groups", [])]
 
+    def _grants(self):
+        return self.profile_grants(self.user.name, self.user_groups()) if self.profile_grants else None
+
     def allowed_profiles(self) -> list[Profile]:
-        return profiles_for_groups(self.parsed_profiles, self.user_groups())
+        grants = self._grants()
+        if grants is None:
+            return profiles_for_groups(self.parsed_profiles, self.user_groups())
+        granted, exclusive, _ = grants
+        if exclusive:
+            return list(granted)
+        keys = {p.key for p in granted}
+        return [*granted, *(p for p in profiles_for_groups(self.parsed_profiles, self.user_groups()) if p.key not in keys)]
 
     def user_courses(self) -> list[str]:
         return courses_from_groups(self.user_groups())
@@ -94,6 +111,10 @@ class SpawnOptions(HasTraits):
 
     async def _validated(self, options: dict) -> SessionRequest:
         """The request, or SessionError naming what is wrong (an option, or the GPU budget)."""
+        grants = self._grants()
+        if grants is not None and grants[1] and not grants[0]:
+            metrics.SESSION_STARTS.labels("invalid", "refused").inc()
+            raise SessionError(grants[2], 403)
         try:
             request = validate_user_options(options, self.allowed_profiles(), self.user_courses())
         except OptionsError as e:

@@ -29,28 +29,52 @@ MAX_UPLOAD = 50 << 20
 SKIP_DIRS = {".ipynb_checkpoints", "feedback", "__pycache__"}
 
 
+def request(method: str, path: str, body: dict | None = None) -> dict:
+    """One authenticated JSON call to the exchange service; ExchangeError with its message."""
+    base = os.environ.get("ACADEMY_EXCHANGE_URL")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not base or not token:
+        raise ExchangeError("this session has no exchange (ACADEMY_EXCHANGE_URL or its hub token is missing)")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{base.rstrip('/')}/api/{path}", data=data, method=method,
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("message", "")
+        except ValueError:
+            message = ""
+        raise ExchangeError(message or f"the exchange answered {e.code}") from None
+    except OSError as e:
+        raise ExchangeError(f"the exchange cannot be reached: {e}") from None
+
+
+def fetch_into(local: Path, course: str, assignment: str) -> list[str]:
+    """The assignment's released files into LOCAL, never over a file already there (the learner's
+    work); the names written."""
+    files = request("GET", f"courses/{course}/assignments/{assignment}/files")["files"]
+    local.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files.items():
+        target = local / name
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(data))
+        written.append(name)
+    return written
+
+
 class Exchange(ABCExchange):
     """The shared part: one authenticated JSON call to the service."""
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        base = os.environ.get("ACADEMY_EXCHANGE_URL")
-        token = os.environ.get("JUPYTERHUB_API_TOKEN")
-        if not base or not token:
-            self.fail("this session has no exchange (ACADEMY_EXCHANGE_URL or its hub token is missing)")
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{base.rstrip('/')}/api/{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            try:
-                message = json.loads(e.read()).get("message", "")
-            except ValueError:
-                message = ""
-            self.fail(message or f"the exchange answered {e.code}")
-        except OSError as e:
-            self.fail(f"the exchange cannot be reached: {e}")
+            return request(method, path, body)
+        except ExchangeError as e:
+            self.fail(str(e))
 
     def local_dir(self, course: str, assignment: str) -> Path:
         return Path(self.assignment_dir, course, assignment)
@@ -132,14 +156,10 @@ class ExchangeFetchAssignment(ABCFetchAssignment, Exchange):
         local = self.local_dir(course, assignment)
         if local.exists() and not self.replace_missing_files:
             self.fail(f"you already have {course}/{assignment} in {local}; rename it to fetch a fresh copy")
-        files = self.api("GET", f"courses/{course}/assignments/{assignment}/files")["files"]
-        local.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            target = local / name
-            if target.exists():
-                continue  # replace_missing_files: never overwrite the learner's work
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(base64.b64decode(data))
+        try:
+            fetch_into(local, course, assignment)
+        except ExchangeError as e:
+            self.fail(str(e))
         self.log.info("fetched %s/%s into %s", course, assignment, local)
 
 

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from typing import Any
 
 ROUTE = "academy/session"
+OPEN_ROUTE = "academy/open"
+# A course, an assignment and a notebook path inside it: names the exchange accepts.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NOTEBOOK = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_. -]+)*\.ipynb$")
 WALLTIME_END_ENV = "ACADEMY_WALLTIME_END"
 JOB_ID_ENV = "SLURM_JOB_ID"
 
@@ -74,12 +79,58 @@ def _make_handler():
     return SessionHandler
 
 
+def _make_open_handler(root_dir: str):
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from jupyter_server.base.handlers import JupyterHandler
+    from jupyter_server.utils import url_path_join
+    from tornado import web
+
+    class OpenHandler(JupyterHandler):
+        """``GET academy/open?course=C&assignment=A&notebook=N``: the assignment fetched into the
+        home (never over the learner's own files) and JupyterLab opened on the notebook; the end of
+        a workshop's join link and of the progress page's "open in a session" links."""
+
+        auth_resource = "contents"
+
+        @web.authenticated
+        async def get(self) -> None:
+            course, assignment = self.get_argument("course", ""), self.get_argument("assignment", "")
+            notebook = self.get_argument("notebook", "")
+            if not (_NAME.match(course) and _NAME.match(assignment)) or (notebook and not _NOTEBOOK.match(notebook)) \
+                    or ".." in notebook:
+                raise web.HTTPError(400, "open needs a course, an assignment and optionally a notebook (a path ending "
+                                         "in .ipynb)")
+            if not self.authorizer.is_authorized(self, self.current_user, "write", "contents"):
+                raise web.HTTPError(403)
+            local = Path(root_dir, course, assignment)
+            if not (local / notebook).is_file():
+                from tornado.ioloop import IOLoop
+
+                from assessments.exchange.client import ExchangeError, fetch_into
+                try:
+                    await IOLoop.current().run_in_executor(None, fetch_into, local, course, assignment)
+                except ExchangeError as e:
+                    raise web.HTTPError(502, f"{course}/{assignment} could not be fetched: {e}") from None
+            # no notebook named: the assignment's first (most have one)
+            notebook = notebook or next((p.name for p in sorted(local.glob("*.ipynb"))), "")
+            if not notebook or not (local / notebook).is_file():
+                raise web.HTTPError(404, f"{course}/{assignment} has no notebook {notebook}")
+            path = quote(f"{course}/{assignment}/{notebook}")
+            self.redirect(url_path_join(self.base_url, "lab", "tree", path))
+
+    return OpenHandler
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
     from jupyter_server.utils import url_path_join
 
     web_app = serverapp.web_app
     route = url_path_join(web_app.settings["base_url"], ROUTE)
-    web_app.add_handlers(".*$", [(route, _make_handler())])
+    web_app.add_handlers(".*$", [(route, _make_handler()),
+                                 (url_path_join(web_app.settings["base_url"], OPEN_ROUTE),
+                                  _make_open_handler(serverapp.root_dir))])
     info = session_info()
     serverapp.log.info("academy session timer: %s (walltime_end=%s, job %s)", route, info["walltime_end"],
                        info["job_id"])

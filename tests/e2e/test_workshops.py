@@ -1,0 +1,323 @@
+"""Workshops with the real parts: the CLI, the hub and its workshop service, Slurm with a reservation,
+pooled Unix accounts, JupyterLab sessions, and ten attendees joining in chromium at once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import subprocess
+import tarfile
+import time
+
+import pytest
+import requests
+
+from ..assessment_support import academy
+from ..conftest import ARTIFACTS, start_hub, stop_hub
+from ..support import HubUser, wait_for
+from .conftest import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.integration
+
+COURSE, ASSIGNMENT, NOTEBOOK = "llm-101", "tokenization", "tokenization.ipynb"
+NAME, SEATS = "wsdemo", 10
+WS_PROFILE = {"key": "ws-cpu", "display": "Workshop CPU session, 1 core", "partition": "cpu", "cpus": 1,
+              "memory": "1G", "walltime_default": "00:30:00", "walltime_max": "02:00:00", "groups": ["trainers"]}
+
+
+@pytest.fixture(scope="module")
+def ws_hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
+    root = tmp_path_factory.mktemp("workshops")
+    hub = start_hub(root, {
+        "profiles": list(base_config["profiles"]) + [WS_PROFILE],
+        "workshops": {"interval": 1, "prewarm_minutes": 5, "keep_warm_minutes": 30, "join_failures_per_minute": 5,
+                      "profiles": ["ws-cpu", "cpu-small"], "max_seats": 20, "export_dir": str(root / "exports")},
+        "sessions": {"monitor_interval": 1},
+    })
+    for args in (("publish", COURSE, ASSIGNMENT), ("enrol", COURSE, "learner2")):
+        out = academy(hub, *args)
+        assert out.returncode == 0, out.stderr
+    yield hub
+    for name in (NAME, "wsbad"):
+        academy(hub, "workshop", "end", name)
+    wait_for(lambda: all(not re.search(r"\bscheduled\b", line) for line in
+                         academy(hub, "workshop", "list").stdout.splitlines()), 90, what="workshops to end")
+    for name in (NAME, "wsbad"):
+        academy(hub, "workshop", "delete", name)
+    stop_hub(hub, "workshop-hub.log")
+
+
+def create(hub, name=NAME, *extra: str) -> subprocess.CompletedProcess:
+    return academy(hub, "workshop", "create", name, "--title", "LLM day", "--course", COURSE, "--assignment",
+                   ASSIGNMENT, "--profile", "ws-cpu", "--seats", str(SEATS), "--duration", "40m",
+                   "--trainer", "trainer1", *extra)
+
+
+def show(hub, name=NAME) -> dict[str, str]:
+    out = academy(hub, "workshop", "show", name).stdout
+    return dict(re.findall(r"^\s+([a-z ]+):\s+(.*)$", out, re.M))
+
+
+def home(account: str):
+    import pwd
+    from pathlib import Path
+    return Path(pwd.getpwnam(account).pw_dir)
+
+
+def account_exists(account: str) -> bool:
+    return subprocess.run(["id", account], capture_output=True).returncode == 0
+
+
+def jobs_of(accounts) -> list[dict]:
+    out = subprocess.run(["squeue", "--noheader", "--format=%i|%u|%T|%v", "--users", ",".join(accounts)],
+                         capture_output=True, text=True).stdout
+    return [dict(zip(("id", "user", "state", "reservation"), line.split("|"))) for line in out.splitlines() if line]
+
+
+# -- bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    # (the checks of the request itself are unit tests: tests/unit/test_workshops.py)
+    (("--duration", "40m", "--profile", "gpu-h200-2"), "profile 'gpu-h200-2' may not be used by a workshop; accepted: "
+                                                       "ws-cpu, cpu-small"),
+    (("--duration", "40m", "--reservation", "no-such-res"), "Slurm has no reservation 'no-such-res'"),
+    (("--duration", "40m", "--assignment", "attention"), "has no published assignment 'attention'; published: "
+                                                         "tokenization"),
+])
+def test_a_bad_workshop_is_refused_clearly_and_nothing_is_made(ws_hub, args, message):
+    base = ["workshop", "create", "wsbad", "--title", "Bad", "--course", COURSE, "--assignment", ASSIGNMENT,
+            "--profile", "ws-cpu", "--seats", "2", "--reservation", "auto"]
+    # later arguments win in argparse: each case changes one thing of a good request
+    out = academy(ws_hub, *base, *args)
+    assert out.returncode == 1, out.stdout
+    assert message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not account_exists("ws-wsbad-01")
+    assert "wsbad" not in academy(ws_hub, "workshop", "list").stdout
+    assert "academy-ws-wsbad" not in subprocess.run(["scontrol", "show", "reservation"], capture_output=True,
+                                                    text=True).stdout
+
+
+# -- the room -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workshop(ws_hub):
+    out = create(ws_hub, NAME, "--reservation", "auto")
+    assert out.returncode == 0, out.stderr
+    info = show(ws_hub)
+    assert info["reservation"] == f"academy-ws-{NAME}"
+    accounts = [f"ws-{NAME}-{n:02d}" for n in range(1, SEATS + 1)]
+    # Pre-warmed: every seat's session runs, in the reservation, before anyone joined.
+    wait_for(lambda: len([j for j in jobs_of(accounts) if j["state"] == "RUNNING"]) == SEATS, 240,
+             what="ten warm sessions running")
+    assert {j["reservation"] for j in jobs_of(accounts)} == {f"academy-ws-{NAME}"}
+    return {"code": info["code"], "link": info["join link"], "accounts": accounts}
+
+
+async def _join_all(link: str, count: int) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+        async def attendee(i: int) -> dict:
+            context = await browser.new_context()
+            page = await context.new_page()
+            page.set_default_timeout(120_000)
+            began = time.monotonic()
+            await page.goto(link)
+            await page.wait_for_url(re.compile(r".*/lab/tree/.*"))
+            # the notebook itself is open in JupyterLab (its tab, and its first cell rendered)
+            await page.wait_for_selector(f'.lm-TabBar-tab[title*="{NOTEBOOK}"]')
+            await page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+            seconds = time.monotonic() - began
+            if i == 0:
+                await page.screenshot(path=str(ARTIFACTS / "workshop-attendee.png"))
+            state = await context.storage_state()
+            url = page.url
+            # joining twice from the same browser lands in the same seat
+            await page.goto(link)
+            await page.wait_for_url(re.compile(r".*/lab/tree/.*"))
+            again = page.url
+            await context.close()
+            return {"url": url, "again": again, "seconds": seconds, "state": state}
+
+        results = await asyncio.gather(*(attendee(i) for i in range(count)))
+        await browser.close()
+        return results
+
+
+def cookies_of(state: dict) -> requests.Session:
+    s = requests.Session()
+    for c in state["cookies"]:
+        s.cookies.set(c["name"], c["value"], domain=c["domain"], path=c["path"])
+    return s
+
+
+@pytest.fixture(scope="module")
+def joined(ws_hub, workshop):
+    results = asyncio.run(_join_all(workshop["link"], SEATS))
+    accounts = [re.search(r"/user/([^/]+)/", r["url"]).group(1) for r in results]
+    return {"results": results, "accounts": accounts}
+
+
+def test_ten_attendees_join_by_code_at_once_and_land_in_their_own_notebook(ws_hub, workshop, joined):
+    assert sorted(joined["accounts"]) == workshop["accounts"]      # ten seats, none shared
+    for r, account in zip(joined["results"], joined["accounts"]):
+        assert r["url"].endswith(f"/user/{account}/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}")
+        assert r["again"] == r["url"]                                # same browser, same seat
+        assert (home(account) / COURSE / ASSIGNMENT / NOTEBOOK).is_file()   # fetched for that attendee
+    print("join seconds:", sorted(round(r["seconds"], 2) for r in joined["results"]))
+    # the sessions are the warm ones: still one job per seat, all in the reservation
+    assert len(jobs_of(workshop["accounts"])) == SEATS
+
+
+def test_a_full_workshop_says_so(ws_hub, workshop, joined):
+    r = requests.get(workshop["link"], timeout=30)
+    assert r.status_code == 409
+    assert f"All {SEATS} seats of &#39;LLM day&#39; are taken" in r.text
+
+
+def test_an_attendee_cannot_take_another_profile_or_reach_another_seat(ws_hub, workshop, joined):
+    me, other = joined["accounts"][0], joined["accounts"][1]
+    s = cookies_of(joined["results"][0]["state"])
+    home_page = s.get(f"{ws_hub.url}/hub/home", timeout=30)
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', home_page.text).group(1)
+    r = s.post(f"{ws_hub.url}/hub/api/users/{me}/server", json={"profile": "gpu-h200-1"},
+               headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert r.status_code in (400, 409), r.text   # 409: its server runs; a new profile would need a stop first
+    r = s.delete(f"{ws_hub.url}/hub/api/users/{me}/server", headers={"X-XSRFToken": xsrf}, timeout=60)
+    assert r.status_code in (202, 204)
+    wait_for(lambda: not s.get(f"{ws_hub.url}/hub/api/users/{me}", headers={"X-XSRFToken": xsrf},
+                               timeout=30).json()["servers"], 60, what="the attendee's session to stop")
+    r = s.post(f"{ws_hub.url}/hub/api/users/{me}/server", json={"profile": "gpu-h200-1"},
+               headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert r.status_code == 400 and "Profile 'gpu-h200-1' is not available to you; choose one of: ws-cpu" in r.text
+    r = s.get(f"{ws_hub.url}/user/{other}/api/contents", timeout=30, allow_redirects=True)
+    assert r.status_code in (403, 404) and ASSIGNMENT not in r.text
+    r = s.get(f"{ws_hub.url}/hub/api/users/{other}", headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert r.status_code == 404
+    # back to work: the join link starts the seat's session again (cold) and opens the notebook
+    r = s.get(workshop["link"], timeout=180)
+    assert r.status_code == 200 and r.url.endswith(f"/user/{me}/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}")
+
+
+def test_a_trainer_sees_the_room_and_opens_a_session_only_with_consent(ws_hub, workshop, joined, demo_credentials):
+    trainer = HubUser(ws_hub, "trainer1", demo_credentials["trainer1"])
+    page = trainer.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).text
+    assert f"{SEATS} of {SEATS} joined, {SEATS} running, 0 stuck" in page, page
+    attendee = joined["accounts"][2]
+    # the browser's way in: the session's page, through the hub's OAuth
+    assert trainer.http.get(f"{ws_hub.url}/user/{attendee}/lab", timeout=30).status_code == 403
+    # the attendee lets trainer1 in, and sees that they did
+    s = cookies_of(joined["results"][2]["state"])
+    help_page = s.get(f"{ws_hub.url}/hub/workshop/help", timeout=30).text
+    assert "Nobody but you can open your session." in help_page
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', help_page).group(1)
+    shared = s.post(f"{ws_hub.url}/hub/workshop/help", data={"trainer": "trainer1", "_xsrf": xsrf}, timeout=30).text
+    assert "trainer1</strong> can open your session now" in shared
+    page = trainer.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).text
+    assert f'href="/user/{attendee}/lab"' in page
+    # JupyterHub asks the trainer to confirm entering someone else's session; they do
+    consent = trainer.http.get(f"{ws_hub.url}/user/{attendee}/lab", timeout=60)
+    assert consent.status_code == 200 and "Authorize" in consent.text
+    fields = [("_xsrf", re.search(r'name="_xsrf" value="([^"]+)"', consent.text).group(1))]
+    fields += [("scopes", v) for v in re.findall(r'type="hidden" name="scopes" value="([^"]+)"', consent.text)]
+    lab = trainer.http.post(consent.url, data=fields, timeout=60)
+    assert lab.status_code == 200 and lab.url.endswith(f"/user/{attendee}/lab"), lab.url
+    xsrf = trainer.http.cookies.get("_xsrf", path=f"/user/{attendee}/")   # as JupyterLab sends it
+    r = trainer.http.get(f"{ws_hub.url}/user/{attendee}/api/contents/{COURSE}/{ASSIGNMENT}", timeout=60,
+                         headers={"X-XSRFToken": xsrf})
+    assert r.status_code == 200 and NOTEBOOK in r.text
+    # a learner who is not a trainer of the workshop sees no trainer page
+    learner = HubUser(ws_hub, "learner1", demo_credentials["learner1"])
+    assert learner.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).status_code == 404
+
+
+def test_the_end_of_the_window_stops_locks_and_exports_and_the_next_use_sees_nothing(ws_hub, workshop, joined,
+                                                                                     demo_credentials):
+    first = joined["accounts"][0]
+    for account in joined["accounts"]:
+        (home(account) / "my-notes.txt").write_text(f"{account}'s attendee was here")
+        subprocess.run(["chown", f"{account}:", str(home(account) / "my-notes.txt")], check=True)
+    out = academy(ws_hub, "workshop", "end", NAME)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: show(ws_hub)["window"].endswith("(ended)"), 120, what="the workshop to end")
+    assert jobs_of(workshop["accounts"]) == []
+    status = subprocess.run(["passwd", "-S", first], capture_output=True, text=True).stdout.split()
+    assert status[1] == "L"                                         # locked
+    assert "Account expires" in subprocess.run(["chage", "-l", first], capture_output=True, text=True).stdout
+    assert list(home(first).iterdir()) == []                        # wiped after the export
+    assert "not found" in subprocess.run(["scontrol", "show", "reservation", f"academy-ws-{NAME}"],
+                                         capture_output=True, text=True).stdout
+    assert requests.get(workshop["link"], timeout=30).status_code == 410
+    trainer = HubUser(ws_hub, "trainer1", demo_credentials["trainer1"])
+    archive = trainer.http.get(f"{ws_hub.url}/hub/workshops/{NAME}/export", timeout=60)
+    assert archive.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        notes = tar.extractfile(f"{first}/my-notes.txt").read().decode()
+        assert notes == f"{first}'s attendee was here"
+        assert f"{first}/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}" in tar.getnames()
+    # the attendee's browser can start nothing any more
+    s = cookies_of(joined["results"][0]["state"])
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', s.get(f"{ws_hub.url}/hub/home", timeout=30).text).group(1)
+    r = s.post(f"{ws_hub.url}/hub/api/users/{first}/server", timeout=30, headers={"X-XSRFToken": xsrf})
+    assert r.status_code == 403 and "The workshop 'LLM day' has ended; its sessions are closed." in r.text, r.text
+    # the cohort stays: the pooled accounts are the workshop's hub group (the progress pages' filter)
+    admin_view = trainer.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).text
+    assert 'id="export"' in admin_view
+
+    # The next use of the same pooled account: nothing of the previous attendee.
+    assert academy(ws_hub, "workshop", "delete", NAME).returncode == 0
+    out = create(ws_hub, NAME)
+    assert out.returncode == 0, out.stderr
+    link = show(ws_hub)["join link"]
+    wait_for(lambda: requests.get(link, timeout=60, allow_redirects=False).status_code != 403, 60,
+             what="the new workshop to open")
+    fresh = asyncio.run(_join_all(link, 1))[0]
+    account = re.search(r"/user/([^/]+)/", fresh["url"]).group(1)
+    assert account in joined["accounts"]             # a pooled account of the first run, used again
+    assert sorted(p.name for p in home(account).iterdir() if not p.name.startswith(".")) == [COURSE]
+    assert not (home(account) / "my-notes.txt").exists()
+    # the previous attendee's browser is logged out: its hub user was made anew
+    old = cookies_of(joined["results"][joined["accounts"].index(account)]["state"])
+    r = old.get(f"{ws_hub.url}/hub/home", timeout=30, allow_redirects=False)
+    assert r.status_code == 302 and "/hub/login" in r.headers["Location"]
+
+
+def test_an_enrolled_learner_opens_an_assignment_in_a_session_from_the_progress_page(ws_hub, demo_credentials):
+    learner = HubUser(ws_hub, "learner2", demo_credentials["learner2"])
+    # the release reaches the progress service through the exchange's outbox
+    found = wait_for(lambda: re.search(r'class="open-in-session" href="([^"]+)"', learner.http.get(
+        f"{ws_hub.url}/services/academy-progress/", timeout=60).text), 60, what="the assignment on the progress page")
+    link = found.group(1).replace("&amp;", "&")
+    assert link == f"/hub/open?course={COURSE}&assignment={ASSIGNMENT}"
+    # no session yet: the spawn form (a link starts nothing), which then opens the notebook
+    form = learner.http.get(f"{ws_hub.url}{link}", timeout=60)
+    assert "/hub/spawn/learner2" in form.url and 'name="profile"' in form.text
+    pending = learner.http.post(form.url, data={"profile": "cpu-small", "walltime": "10", "_xsrf": learner.xsrf},
+                                timeout=180)
+    assert "/hub/spawn-pending/learner2?next=" in pending.url
+    learner.wait_ready()
+    lab = learner.http.get(pending.url, timeout=60)    # what the pending page does once the server is up
+    assert lab.status_code == 200 and lab.url.endswith(f"/user/learner2/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}"), \
+        (lab.url, lab.text[-1500:])
+    # with a session running, the link opens the notebook at once
+    again = learner.http.get(f"{ws_hub.url}{link}", timeout=60)
+    assert again.url == lab.url
+    learner.stop_server()
+
+
+def test_code_guessing_is_rate_limited_and_logged(ws_hub):
+    # last in this module: every test's browser is 127.0.0.1, which this blocks for a minute
+    mark = ws_hub.log_mark()
+    answers = [requests.get(f"{ws_hub.url}/hub/workshop/join/ABCDEFGH", timeout=30) for _ in range(6)]
+    assert [a.status_code for a in answers[:5]] == [404] * 5
+    assert "No workshop has this code" in answers[0].text
+    assert answers[5].status_code == 429 and int(answers[5].headers["Retry-After"]) > 0
+    # while blocked, even the right code waits: guessing cannot go on by luck
+    assert requests.get(show(ws_hub)["join link"], timeout=30).status_code == 429
+    log = mark.new_text()
+    assert "workshop join: unknown code from 127.0.0.1" in log and "tried another code while blocked" in log
+    assert show(ws_hub)["code"] not in log
