@@ -42,7 +42,7 @@ SERVICE_CONFIG = {
     },
     # The workshops' clock: their records, Slurm (reservations), the pooled accounts' homes.
     WORKSHOPS: {
-        "hub": ("state_dir",),
+        "hub": ("state_dir", "ip", "port"),   # the proxy's address: it warms each seat's session through it
         "workshops": None,
         "slurm": ("bin_dir",),
     },
@@ -242,7 +242,7 @@ def update_workshops(c, cfg: dict, services: list, roles: list) -> None:
                                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     roles.append({"name": WORKSHOPS, "services": [WORKSHOPS],
                   "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users",
-                             "read:servers", "tokens", "shares"]})
+                             "read:servers", "tokens", "shares", "access:servers"]})
 
 
 METRICS = "academy-metrics"

@@ -60,9 +60,15 @@ _SECRET_IN_QUERY = re.compile(
     re.IGNORECASE)
 
 
+# A workshop's join code is in its link's path (hub/workshops/handlers.py): whoever reads the log
+# must not be able to join with it.
+_JOIN_CODE_IN_PATH = re.compile(r"(/workshop/join/)[^/?#\s\"'<>]+")
+
+
 def redact(text: str) -> str:
-    """`text` with the value of every credential-bearing query parameter replaced by [secret]."""
-    return _SECRET_IN_QUERY.sub(r"\1[secret]", text)
+    """`text` with the value of every credential-bearing query parameter, and any workshop join code
+    in a path, replaced by [secret]."""
+    return _JOIN_CODE_IN_PATH.sub(r"\1[secret]", _SECRET_IN_QUERY.sub(r"\1[secret]", text))
 
 
 class RedactSecrets(logging.Filter):

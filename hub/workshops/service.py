@@ -38,6 +38,8 @@ WARM_AT_ONCE = 8    # session starts the service asks for at once (each takes a 
 class WorkshopService:
     def __init__(self, cfg: dict, hub: HubAPI, store: Store | None = None):
         self.cfg, self.hub = cfg, hub
+        ip = cfg["hub"].get("ip", "127.0.0.1")
+        self.proxy_url = f"http://{'127.0.0.1' if ip in ('0.0.0.0', '') else ip}:{cfg['hub'].get('port', 8000)}"
         self.store = store or Store.from_config(cfg)
         settings = cfg["workshops"]
         self.prewarm_s = settings["prewarm_minutes"] * 60
@@ -101,6 +103,7 @@ class WorkshopService:
                     except HubAPIError as e:
                         log.error("workshop %s: warming seat %s failed: %s", w.name, seat["account"], e)
                         return False
+                await asyncio.to_thread(self._first_visit, w, seat["account"])
                 self.store.mark(w.name, seat["number"], warmed_at=now)
                 return True
 
@@ -108,6 +111,25 @@ class WorkshopService:
         warmed = await asyncio.gather(*(warm_one(s) for s in seats))
         if seats:
             log.info("workshop %s: %d of %d free seats warm", w.name, sum(warmed), len(seats))
+
+    def _first_visit(self, w: Workshop, account: str) -> None:
+        """What the attendee's first visit would pay, paid now: the notebook fetched into the seat's
+        home; JupyterLab's page, the kernel specs and the notebook's model served once by the new server."""
+        import urllib.error
+        import urllib.request
+        from urllib.parse import quote, urlencode
+
+        base = f"{self.proxy_url}/user/{account}"
+        query = urlencode({"course": w.course, "assignment": w.assignment, "notebook": w.notebook})
+        model = quote(w.notebook_path)
+        # (the notebook's model too: a server's first one imports and builds nbformat's validator)
+        for path in (f"/academy/open?{query}", "/lab", "/api/kernelspecs", f"/api/contents/{model}?content=1"):
+            request = urllib.request.Request(base + path, headers={"Authorization": f"token {self.hub.token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as r:
+                    r.read()
+            except (urllib.error.URLError, OSError) as e:   # a warm-up only: joining does it again if needed
+                log.warning("workshop %s: warming %s%s: %s", w.name, account, path.split("?")[0], e)
 
     async def release(self, w: Workshop) -> None:
         for seat in self.store.seats(w.name):

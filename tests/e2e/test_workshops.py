@@ -309,7 +309,7 @@ def test_an_enrolled_learner_opens_an_assignment_in_a_session_from_the_progress_
     learner.stop_server()
 
 
-def test_code_guessing_is_rate_limited_and_logged(ws_hub):
+def test_code_guessing_is_rate_limited_and_logged(ws_hub, workshop):
     # last in this module: every test's browser is 127.0.0.1, which this blocks for a minute
     mark = ws_hub.log_mark()
     answers = [requests.get(f"{ws_hub.url}/hub/workshop/join/ABCDEFGH", timeout=30) for _ in range(6)]

@@ -119,3 +119,11 @@ def test_a_seat_is_granted_its_workshops_profile_until_the_window_ends(cfg, tmp_
                                                                      "its sessions are closed.")
     assert grants("ws-llm-day-99", [], now=NOW)[0] == []            # no such seat
     assert grants("learner1", ["learners"], now=NOW) is None        # not in a workshop: their own profiles
+
+
+def test_a_join_code_never_reaches_a_log_line():
+    from assessments.service.security import redact
+
+    line = "302 GET /hub/workshop/join/QVKBGEHA -> /user/ws-a-01/academy/open?course=llm-101 (@10.0.0.7) 15.1ms"
+    assert redact(line) == "302 GET /hub/workshop/join/[secret] -> /user/ws-a-01/academy/open?course=llm-101 " \
+                           "(@10.0.0.7) 15.1ms"
