@@ -84,6 +84,11 @@ def wipe_home(account: str) -> None:
             path.unlink()
 
 
+def archive_path(export_dir: str | Path, workshop: str) -> Path:
+    """Where a workshop's attendees' files are archived at its end (the trainer's page serves it)."""
+    return Path(export_dir) / f"{workshop}.tar.gz"
+
+
 def export(accounts: list[str], archive: Path) -> Path:
     """One tar.gz of the accounts' homes (each under its account's name), written root-only."""
     archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -26,7 +26,7 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from . import reservation
+from . import accounts, reservation
 from .model import CODE_RE, Workshop, is_pooled_account, normalise_code
 from .profiles import workshop_of_account
 from .store import Store, database_url
@@ -70,23 +70,17 @@ class WorkshopContext:
 
     def __init__(self, cfg: dict):
         self.url = database_url(cfg)
-        self.per_minute = cfg["workshops"]["join_failures_per_minute"]
+        self.limiter = JoinLimiter(cfg["workshops"]["join_failures_per_minute"])   # plain data: copies fine
         self.prewarm_s = cfg["workshops"]["prewarm_minutes"] * 60
         self.export_dir = Path(cfg["workshops"]["export_dir"])
         self.slurm_bin_dir = cfg["slurm"]["bin_dir"]
         self._cfg = cfg
         self._enrolment = None
-        self._limiter = None
 
     @property
     def store(self) -> Store:
         return Store.shared(self.url)
 
-    @property
-    def limiter(self) -> JoinLimiter:
-        if self._limiter is None:
-            self._limiter = JoinLimiter(self.per_minute)
-        return self._limiter
 
     @property
     def enrolment(self):
@@ -280,7 +274,7 @@ class HelpHandler(_Base):
         self.redirect(url_path_join(self.hub.base_url, "workshop", "help"))
 
 
-def seat_state(user, now: float) -> tuple[str, bool]:
+def seat_state(user) -> tuple[str, bool]:
     """(what the trainer reads, stuck) for a seat's hub user."""
     if user is None:
         return "no session", False
@@ -315,18 +309,17 @@ class TrainerHandler(_Base):
     @web.authenticated
     async def get(self, name: str):
         w = self._mine(name)
-        now = time.time()
         rows = []
         for seat in self.ws.store.seats(w.name):
             user = self.find_user(seat["account"])
-            state, stuck = seat_state(user, now)
+            state, stuck = seat_state(user)
             joined = bool(seat["key_hash"])
             rows.append({"number": seat["number"], "account": seat["account"], "joined": joined,
                          "joined_at": _local(seat["joined_at"]) if seat["joined_at"] else "",
                          "state": state if (joined or state != "running") else "warm, waiting for an attendee",
                          "stuck": stuck, "help": seat["help_from"] == self.current_user.name,
                          "session_url": url_path_join(self.base_url, "user", seat["account"], "lab")})
-        archive = self.ws.export_dir / f"{w.name}.tar.gz"
+        archive = accounts.archive_path(self.ws.export_dir, w.name)
         self.finish(await self.render_template(
             "workshop_trainer.html", workshop=w, seats=rows, joined=sum(r["joined"] for r in rows),
             running=sum(r["state"] == "running" for r in rows), stuck=sum(r["stuck"] for r in rows),
@@ -349,7 +342,7 @@ class ExportHandler(TrainerHandler):
     @web.authenticated
     async def get(self, name: str):
         w = self._mine(name)
-        archive = self.ws.export_dir / f"{w.name}.tar.gz"
+        archive = accounts.archive_path(self.ws.export_dir, w.name)
         if not archive.exists():
             raise web.HTTPError(404, "The attendees' files are archived when the workshop ends (files: export).")
         self.set_header("Content-Type", "application/gzip")

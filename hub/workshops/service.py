@@ -152,7 +152,7 @@ class WorkshopService:
             await asyncio.to_thread(accounts.lock, account)
         if w.accounts:
             if w.files == "export":
-                archive = accounts.export(w.accounts, self.export_path(w))
+                archive = accounts.export(w.accounts, accounts.archive_path(self.cfg["workshops"]["export_dir"], w.name))
                 log.info("workshop %s: attendees' files archived in %s", w.name, archive)
             for account in w.accounts:
                 await asyncio.to_thread(accounts.wipe_home, account)
@@ -162,10 +162,6 @@ class WorkshopService:
         self.store.update(w)
         log.info("workshop %s ended: %d sessions stopped, %d pooled accounts locked (files %sed)", w.name, len(users),
                  len(w.accounts), w.files)
-
-    def export_path(self, w: Workshop):
-        from pathlib import Path
-        return Path(self.cfg["workshops"]["export_dir"]) / f"{w.name}.tar.gz"
 
     async def _revoke(self, account: str) -> None:
         """Every token of the account's hub user, and every share of its server."""
