@@ -83,7 +83,13 @@ def test_up_twice_then_down(tmp_path, slurm_cluster_up, demo_credentials):
         # Started as a background job, yet the hub's services can be interrupted: JupyterHub stops
         # them with SIGINT first, and `academy down` below must leave nothing running.
         services = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[1:]]
-        assert len(services) == 4, services  # exchange, progress, reaper, idle culler
+        # Each of the hub's services, named by its command line: exchange, progress, workshops,
+        # reaper and idle culler.
+        commands = sorted(Path(f"/proc/{s}/cmdline").read_text() for s in services)
+        for module in ("assessments.exchange.service", "assessments.progress.service",
+                       "hub.workshops.service", "jupyterhub_idle_culler"):
+            assert sum(module in c for c in commands) == 1, (module, commands)
+        assert len(services) == 5, commands
         assert [s for s in services if ignores_sigint(s)] == []
         second = academy("up", config=config)
         assert second.returncode == 0, second.stderr
