@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -53,7 +54,8 @@ def sync_once(hub: HubAPI, enrolment: Enrolment, known_groups: set[str],
     changes = {}
     existing_users = {u["name"] for u in hub.items("/users")} if any(want.values()) else set()
     for group, members in sorted(want.items()):
-        add, remove = _sync_group(hub, group, members, existing_users)
+        add, remove = _sync_group(hub, group, members, existing_users,
+                                  lambda group=group: desired_groups(enrolment, courses).get(group, set()))
         if add or remove:
             changes[group] = (add, remove)
             log.info("group %s: added %s, removed %s", group, add or "-", remove or "-")
@@ -61,7 +63,8 @@ def sync_once(hub: HubAPI, enrolment: Enrolment, known_groups: set[str],
     return changes
 
 
-def _sync_group(hub: HubAPI, group: str, members: set[str], existing_users: set[str]) -> tuple[list, list]:
+def _sync_group(hub: HubAPI, group: str, members: set[str], existing_users: set[str],
+                members_now: Callable[[], set[str]]) -> tuple[list, list]:
     quoted = urllib.parse.quote(group)
     try:
         have = set(hub.request("GET", f"/groups/{quoted}")["users"])
@@ -76,7 +79,11 @@ def _sync_group(hub: HubAPI, group: str, members: set[str], existing_users: set[
     if missing_users:  # enrolled before ever logging in: the hub learns of them now
         hub.request("POST", "/users", {"usernames": missing_users})
         existing_users |= set(missing_users)
-    add, remove = sorted(members - have), sorted(have - members)
+    add, remove = sorted(members - have), have - members
+    if remove:
+        # Confirmed against the enrolment as it is now: a member enrolled and added while this round
+        # ran (a workshop's seats, say) would otherwise be taken out again.
+        remove = sorted(remove - members_now())
     if add:
         hub.request("POST", f"/groups/{quoted}/users", {"users": add})
     if remove:

@@ -95,7 +95,13 @@ class CourseAssociations:
         for (user, account), (qos, own) in sorted(want.items()):
             if qos and self.accounts.set_association(user, account, qos, qos[0], have.get((user, account)), own):
                 changed["set"].append((user, account))
-        for user, account in sorted((ours & set(have)) - {k for k, (q, _) in want.items() if q}):
+        gone = (ours & set(have)) - {k for k, (q, _) in want.items() if q}
+        if gone:
+            # Confirmed against the enrolment as it is now: someone enrolled while this round ran
+            # (whose association their enrolment's maker has just added) is kept.
+            now = self.desired(enrolment, hub_groups, courses, budgets)
+            gone -= {k for k, (q, _) in now.items() if q}
+        for user, account in sorted(gone):
             self.end(user, account)   # unenrolled, or no profile allowed any more
             changed["removed"].append((user, account))
         for what, pairs in changed.items():

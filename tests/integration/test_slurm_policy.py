@@ -198,6 +198,38 @@ def test_enrolment_gives_a_course_association_and_unenrolment_ends_it(users, bas
     assert associations.sync(hub, enrolment, {course}) == {"set": [], "removed": [], "budgets": []}
 
 
+def test_an_enrolment_made_while_a_sync_runs_keeps_its_association(users, base_config, tmp_path):
+    """A workshop's creation enrols its seats and adds their associations while the exchange's sync
+    may be half-way through a round that read the enrolment before them: the round must not end them."""
+    course = "race-test-101"
+    account = f"academy-{course}"
+    enrolment = Enrolment(open_gradebook(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"))
+    associations = CourseAssociations.from_config(base_config)
+    hub = GroupsOnly({"learner1": ["learners"], "learner2": ["learners"]})
+    enrolment.add(course, "learner1", "learner")
+    assert associations.sync(hub, enrolment, {course})["set"] == [("learner1", account)]   # the course's account made
+    read_accounts = associations.accounts.accounts
+
+    def meanwhile():   # after the round read what is wanted: learner2 is enrolled and given their association
+        enrolment.add(course, "learner2", "learner")
+        associations.accounts.set_association("learner2", account, ["academy-cpu-small"], "academy-cpu-small", None)
+        associations.accounts.accounts = read_accounts
+        return read_accounts()
+
+    associations.accounts.accounts = meanwhile
+    try:
+        changed = associations.sync(hub, enrolment, {course})
+        assert changed["removed"] == []
+        assert ("learner2", account) in SlurmAccounts().associations(["learner2"])
+        assert sbatch("learner2", "-A", account, "--mem=100M").returncode == 0
+        assert associations.sync(hub, enrolment, {course})["set"] == [("learner2", account)]   # its QOS as the course says
+    finally:
+        for learner in ("learner1", "learner2"):
+            enrolment.remove(course, learner)
+        associations.sync(hub, enrolment, {course})
+        subprocess.run(["sacctmgr", "-i", "delete", "account", account], capture_output=True, check=False)
+
+
 def test_gpu_budgets_from_the_catalogue_are_kept_by_slurm(users, base_config, tmp_path):
     """The catalogue's budgets become GrpTRESMins on the course account and each learner's
     association; Slurm refuses a job its learner's budget cannot cover, and holds one the course's

@@ -128,3 +128,22 @@ def test_a_round_the_hub_refuses_is_tried_again(enrolment):
 
     run_rounds(hub, enrolment, between, rounds=5)
     assert hub.groups["llm-101-learners"] == {"learner1"}
+
+
+def test_a_member_enrolled_and_added_while_a_round_runs_is_not_taken_out(enrolment):
+    """A workshop's seats are enrolled, then added to the course's group by the workshop service; a
+    round that read the enrolment before them finds them in the group and must leave them there."""
+    hub = ScriptedHub()
+    hub_groups.sync_once(hub, enrolment, set())
+    read_group = hub.request
+
+    def group_read_after_the_enrolment_changed(method, path, body=None):
+        if (method, path) == ("GET", "/groups/hpc-101-learners") and "learner2" not in hub.groups["hpc-101-learners"]:
+            enrolment.add("hpc-101", "learner2")
+            hub.groups["hpc-101-learners"].add("learner2")
+        return read_group(method, path, body)
+
+    hub.request = group_read_after_the_enrolment_changed
+    enrolment.remove("hpc-101", "learner1")
+    hub_groups.sync_once(hub, enrolment, set(), {"hpc-101"})
+    assert hub.groups["hpc-101-learners"] == {"learner2"}   # the unenrolled one out, the new one kept
