@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from jupyterhub import orm
+from jupyterhub import orm, roles, scopes
+from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from . import accounts, reservation
+from . import accounts, reservation, tickets
 from .model import CODE_RE, Workshop, is_pooled_account, normalise_code
 from .profiles import workshop_of_account
 from .store import Store, database_url
@@ -105,6 +106,9 @@ class _Base(BaseHandler):
         self.finish(await self.render_template("workshop_message.html", title=title, text=text, **extra))
 
     def join_groups(self, user, names: list[str]) -> None:
+        have = {g.name for g in user.orm_user.groups}
+        if have.issuperset(names):
+            return   # a pooled seat's user was put in them when the workshop was prepared
         for name in names:
             group = orm.Group.find(self.db, name)
             if group is None:
@@ -197,6 +201,7 @@ class JoinHandler(_Base):
         spawner = user.spawner
         target = open_url(self.base_url, user.name, w.course, w.assignment, w.notebook)
         if spawner.ready:
+            self._hand_ticket(w, user)
             return self.redirect(target)
         pending = url_path_join(self.hub.base_url, "spawn-pending", user.escaped_name) + "?" + urlencode({"next": target})
         if not spawner.pending:
@@ -209,6 +214,45 @@ class JoinHandler(_Base):
             if spawner.ready:
                 return self.redirect(target)
         return self.redirect(pending)
+
+
+    def _hand_ticket(self, w: Workshop, user) -> None:
+        """The session's OAuth token, made now, behind a one-time ticket cookie (see tickets.py)."""
+        spawner = user.spawner
+        client = self.db.query(orm.OAuthClient).filter_by(identifier=spawner.oauth_client_id).one_or_none()
+        if client is None:
+            return   # the ordinary OAuth redirect will do
+        # What the authorize page would grant this server's client for this user, no more.
+        held = roles.roles_to_scopes(roles.get_roles_for(user.orm_user))
+        held |= {"inherit", *scopes.identify_scopes(), *scopes.access_scopes(client)}
+        granted, _ = scopes._resolve_requested_scopes(set(client.allowed_scopes), held, user=user.orm_user,
+                                                       client=client, db=self.db)
+        session_id = self.get_session_cookie() or getattr(self, "_session_id", None)
+        expires_in = max(60, min(int(w.ends_at - time.time()) + 600,
+                                 self.settings.get("oauth_token_expires_in") or 14 * 86400))
+        token = orm.APIToken.new(user=user.orm_user, oauth_client=client, scopes=sorted(granted),
+                                 session_id=session_id, expires_in=expires_in)
+        ticket = tickets.TICKETS.issue(user.name, token)
+        self.set_cookie(tickets.COOKIE, ticket, path=url_path_join(self.base_url, "user", user.escaped_name) + "/",
+                        httponly=True, samesite="Lax", expires_days=tickets.TTL_S / 86400,
+                        secure=self.request.protocol == "https")
+
+
+class TicketHandler(APIHandler):
+    """``POST /hub/api/academy/join-ticket {"ticket": ...}``, from a session with its own API token:
+    the OAuth token its attendee's ticket stands for (404 for any ticket not theirs, used or late)."""
+
+    @web.authenticated
+    def post(self):
+        user, token = self.current_user, self.get_token()
+        # JupyterHub notes each server's own token "Server at <its URL>"; no other token will do
+        if token is None or token.user is None or not (token.note or "").startswith("Server at "):
+            raise web.HTTPError(403, "a session's own API token is needed")
+        ticket = self.get_json_body() or {}
+        oauth_token = tickets.TICKETS.redeem(str(ticket.get("ticket", "")), user.name)
+        if oauth_token is None:
+            raise web.HTTPError(404, "no such ticket")
+        self.write({"token": oauth_token})
 
 
 class CodeFormHandler(_Base):
@@ -378,6 +422,7 @@ def handlers() -> list[tuple]:
         (r"/workshops/([a-z][a-z0-9-]{1,19})", TrainerHandler),
         (r"/workshops/([a-z][a-z0-9-]{1,19})/export", ExportHandler),
         (r"/open", OpenHandler),
+        (r"/api/academy/join-ticket", TicketHandler),
     ]
 
 

@@ -125,9 +125,12 @@ async def _join_all(link: str, count: int) -> list[dict]:
             context = await browser.new_context()
             page = await context.new_page()
             page.set_default_timeout(120_000)
+            authorize = []
+            page.on("request", lambda request: authorize.append(1) if "/oauth2/authorize" in request.url else None)
             began = time.monotonic()
             await page.goto(link)
             await page.wait_for_url(re.compile(r".*/lab/tree/.*"))
+            oauth_hops = len(authorize)
             # the notebook itself is open in JupyterLab (its tab, and its first cell rendered)
             await page.wait_for_selector(f'.lm-TabBar-tab[title*="{NOTEBOOK}"]')
             await page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
@@ -141,7 +144,7 @@ async def _join_all(link: str, count: int) -> list[dict]:
             await page.wait_for_url(re.compile(r".*/lab/tree/.*"))
             again = page.url
             await context.close()
-            return {"url": url, "again": again, "seconds": seconds, "state": state}
+            return {"url": url, "again": again, "seconds": seconds, "state": state, "oauth_hops": oauth_hops}
 
         results = await asyncio.gather(*(attendee(i) for i in range(count)))
         await browser.close()
@@ -168,6 +171,10 @@ def test_ten_attendees_join_by_code_at_once_and_land_in_their_own_notebook(ws_hu
         assert r["url"].endswith(f"/user/{account}/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}")
         assert r["again"] == r["url"]                                # same browser, same seat
         assert (home(account) / COURSE / ASSIGNMENT / NOTEBOOK).is_file()   # fetched for that attendee
+        # the warm session let the browser in with its join ticket, without OAuth's round trips,
+        # and the one-time ticket is gone from the browser
+        assert r["oauth_hops"] == 0
+        assert "academy-join-ticket" not in {c["name"] for c in r["state"]["cookies"]}
     print("join seconds:", sorted(round(r["seconds"], 2) for r in joined["results"]))
     # the sessions are the warm ones: still one job per seat, all in the reservation
     assert len(jobs_of(workshop["accounts"])) == SEATS
@@ -194,6 +201,10 @@ def test_an_attendee_cannot_take_another_profile_or_reach_another_seat(ws_hub, w
     r = s.post(f"{ws_hub.url}/hub/api/users/{me}/server", json={"profile": "gpu-h200-1"},
                headers={"X-XSRFToken": xsrf}, timeout=30)
     assert r.status_code == 400 and "Profile 'gpu-h200-1' is not available to you; choose one of: ws-cpu" in r.text
+    # a browser cannot trade a join ticket for a token itself: only a session's own token can
+    r = s.post(f"{ws_hub.url}/hub/api/academy/join-ticket", json={"ticket": "x" * 43},
+               headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert r.status_code == 403 and "a session's own API token is needed" in r.text
     r = s.get(f"{ws_hub.url}/user/{other}/api/contents", timeout=30, allow_redirects=True)
     assert r.status_code in (403, 404) and ASSIGNMENT not in r.text
     r = s.get(f"{ws_hub.url}/hub/api/users/{other}", headers={"X-XSRFToken": xsrf}, timeout=30)

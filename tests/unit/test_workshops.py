@@ -127,3 +127,17 @@ def test_a_join_code_never_reaches_a_log_line():
     line = "302 GET /hub/workshop/join/QVKBGEHA -> /user/ws-a-01/academy/open?course=llm-101 (@10.0.0.7) 15.1ms"
     assert redact(line) == "302 GET /hub/workshop/join/[secret] -> /user/ws-a-01/academy/open?course=llm-101 " \
                            "(@10.0.0.7) 15.1ms"
+
+
+def test_a_join_ticket_is_good_once_for_its_own_account_and_only_until_it_expires():
+    from hub.workshops.tickets import Tickets
+
+    tickets = Tickets(ttl_s=120)
+    t = tickets.issue("ws-day-01", "token-1", now=0)
+    assert tickets.redeem(t, "ws-day-02", now=1) is None   # another seat's server cannot take it...
+    assert tickets.redeem(t, "ws-day-01", now=1) == "token-1"   # ...and it stays good for its own
+    assert tickets.redeem(t, "ws-day-01", now=2) is None   # once
+    late = tickets.issue("ws-day-01", "token-2", now=0)
+    assert tickets.redeem(late, "ws-day-01", now=121) is None
+    assert tickets.redeem("made-up", "ws-day-01", now=1) is None
+    assert len({tickets.issue("ws-day-01", "t", now=0) for _ in range(100)}) == 100
