@@ -4,6 +4,7 @@ pooled Unix accounts, JupyterLab sessions, and ten attendees joining in chromium
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import re
 import subprocess
@@ -13,6 +14,8 @@ import time
 import pytest
 import requests
 
+from hub import hub_process
+
 from ..assessment_support import academy
 from ..conftest import ARTIFACTS, start_hub, stop_hub
 from ..support import HubUser, wait_for
@@ -21,7 +24,8 @@ from .conftest import CHROMIUM, CHROMIUM_ARGS
 pytestmark = pytest.mark.integration
 
 COURSE, ASSIGNMENT, NOTEBOOK = "llm-101", "tokenization", "tokenization.ipynb"
-NAME, SEATS = "wsdemo", 10
+NAME, SEATS = "wsdemo", 11   # ten join at once, one comes late
+ROOM = 10
 WS_PROFILE = {"key": "ws-cpu", "display": "Workshop CPU session, 1 core", "partition": "cpu", "cpus": 1,
               "memory": "1G", "walltime_default": "00:30:00", "walltime_max": "02:00:00", "groups": ["trainers"]}
 
@@ -31,19 +35,23 @@ def ws_hub(tmp_path_factory, base_config, slurm_cluster_up, demo_credentials):
     root = tmp_path_factory.mktemp("workshops")
     hub = start_hub(root, {
         "profiles": list(base_config["profiles"]) + [WS_PROFILE],
-        "workshops": {"interval": 1, "prewarm_minutes": 5, "keep_warm_minutes": 30, "join_failures_per_minute": 5,
+        "workshops": {"interval": 1, "prewarm_minutes": 5, "keep_warm_minutes": 1, "join_failures_per_minute": 5,
                       "profiles": ["ws-cpu", "cpu-small"], "max_seats": 20, "export_dir": str(root / "exports")},
         "sessions": {"monitor_interval": 1},
     })
     for args in (("publish", COURSE, ASSIGNMENT), ("enrol", COURSE, "learner2")):
         out = academy(hub, *args)
         assert out.returncode == 0, out.stderr
+    # a site's reservation, for tomorrow: it cannot serve a workshop today
+    subprocess.run(["scontrol", "create", "reservation", "ReservationName=site-tomorrow", "StartTime=now+1days",
+                    "Duration=60", "Nodes=ALL", "Users=root"], check=True, capture_output=True)
     yield hub
-    for name in (NAME, "wsbad"):
+    subprocess.run(["scontrol", "delete", "ReservationName=site-tomorrow"], capture_output=True)
+    for name in (NAME, "wsbad", "wsacct"):
         academy(hub, "workshop", "end", name)
     wait_for(lambda: all(not re.search(r"\bscheduled\b", line) for line in
                          academy(hub, "workshop", "list").stdout.splitlines()), 90, what="workshops to end")
-    for name in (NAME, "wsbad"):
+    for name in (NAME, "wsbad", "wsacct"):
         academy(hub, "workshop", "delete", name)
     stop_hub(hub, "workshop-hub.log")
 
@@ -82,6 +90,7 @@ def jobs_of(accounts) -> list[dict]:
     (("--duration", "40m", "--profile", "gpu-h200-2"), "profile 'gpu-h200-2' may not be used by a workshop; accepted: "
                                                        "ws-cpu, cpu-small"),
     (("--duration", "40m", "--reservation", "no-such-res"), "Slurm has no reservation 'no-such-res'"),
+    (("--duration", "40m", "--reservation", "site-tomorrow"), "reservation 'site-tomorrow' runs "),
     (("--duration", "40m", "--assignment", "attention"), "has no published assignment 'attention'; published: "
                                                          "tokenization"),
 ])
@@ -103,14 +112,17 @@ def test_a_bad_workshop_is_refused_clearly_and_nothing_is_made(ws_hub, args, mes
 
 @pytest.fixture(scope="module")
 def workshop(ws_hub):
-    out = create(ws_hub, NAME, "--reservation", "auto")
+    # It starts in 2-3 minutes (a start is to the minute); joining opens at once (prewarm 5 minutes),
+    # and a seat nobody takes is let go keep_warm_minutes (1) after the start.
+    start = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 180))
+    out = create(ws_hub, NAME, "--reservation", "auto", "--start", start)
     assert out.returncode == 0, out.stderr
     info = show(ws_hub)
     assert info["reservation"] == f"academy-ws-{NAME}"
     accounts = [f"ws-{NAME}-{n:02d}" for n in range(1, SEATS + 1)]
     # Pre-warmed: every seat's session runs, in the reservation, before anyone joined.
     wait_for(lambda: len([j for j in jobs_of(accounts) if j["state"] == "RUNNING"]) == SEATS, 240,
-             what="ten warm sessions running")
+             what="eleven warm sessions running")
     assert {j["reservation"] for j in jobs_of(accounts)} == {f"academy-ws-{NAME}"}
     return {"code": info["code"], "link": info["join link"], "accounts": accounts}
 
@@ -160,13 +172,13 @@ def cookies_of(state: dict) -> requests.Session:
 
 @pytest.fixture(scope="module")
 def joined(ws_hub, workshop):
-    results = asyncio.run(_join_all(workshop["link"], SEATS))
+    results = asyncio.run(_join_all(workshop["link"], ROOM))
     accounts = [re.search(r"/user/([^/]+)/", r["url"]).group(1) for r in results]
     return {"results": results, "accounts": accounts}
 
 
 def test_ten_attendees_join_by_code_at_once_and_land_in_their_own_notebook(ws_hub, workshop, joined):
-    assert sorted(joined["accounts"]) == workshop["accounts"]      # ten seats, none shared
+    assert len(set(joined["accounts"])) == ROOM and set(joined["accounts"]) < set(workshop["accounts"])   # none shared
     for r, account in zip(joined["results"], joined["accounts"]):
         assert r["url"].endswith(f"/user/{account}/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}")
         assert r["again"] == r["url"]                                # same browser, same seat
@@ -178,12 +190,7 @@ def test_ten_attendees_join_by_code_at_once_and_land_in_their_own_notebook(ws_hu
     print("join seconds:", sorted(round(r["seconds"], 2) for r in joined["results"]))
     # the sessions are the warm ones: still one job per seat, all in the reservation
     assert len(jobs_of(workshop["accounts"])) == SEATS
-
-
-def test_a_full_workshop_says_so(ws_hub, workshop, joined):
-    r = requests.get(workshop["link"], timeout=30)
-    assert r.status_code == 409
-    assert f"All {SEATS} seats of &#39;LLM day&#39; are taken" in r.text
+    assert {j["reservation"] for j in jobs_of(workshop["accounts"])} == {f"academy-ws-{NAME}"}
 
 
 def test_an_attendee_cannot_take_another_profile_or_reach_another_seat(ws_hub, workshop, joined):
@@ -246,6 +253,29 @@ def test_a_trainer_sees_the_room_and_opens_a_session_only_with_consent(ws_hub, w
     assert learner.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).status_code == 404
 
 
+def test_a_seat_nobody_took_is_let_go_and_a_late_attendee_starts_cold(ws_hub, workshop, joined):
+    free = (set(workshop["accounts"]) - set(joined["accounts"])).pop()
+    # keep_warm_minutes after the start, the warm session of the seat nobody took is stopped
+    wait_for(lambda: not jobs_of([free]), 240, what="the free seat's warm session to be let go")
+    assert f"workshop {NAME}: warm session of free seat {free} stopped" in hub_process.log_file(ws_hub.cfg).read_text()
+    assert len(jobs_of(joined["accounts"])) == ROOM   # the attendees' own go on
+    # the late attendee gets that seat: a cold start, then the notebook
+    late = requests.Session()
+    began = time.monotonic()
+    r = late.get(workshop["link"], timeout=60)
+    while "/hub/spawn-pending/" in r.url and time.monotonic() - began < 180:
+        time.sleep(1)                   # what the pending page's script does once the session is up
+        r = late.get(r.url, timeout=60)
+    assert r.status_code == 200 and r.url.endswith(f"/user/{free}/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}"), r.url
+    assert [j["reservation"] for j in jobs_of([free])] == [f"academy-ws-{NAME}"]
+
+
+def test_a_full_workshop_says_so(ws_hub, workshop, joined):
+    r = requests.get(workshop["link"], timeout=30)
+    assert r.status_code == 409
+    assert f"All {SEATS} seats of &#39;LLM day&#39; are taken" in r.text
+
+
 def test_the_end_of_the_window_stops_locks_and_exports_and_the_next_use_sees_nothing(ws_hub, workshop, joined,
                                                                                      demo_credentials):
     first = joined["accounts"][0]
@@ -278,6 +308,14 @@ def test_the_end_of_the_window_stops_locks_and_exports_and_the_next_use_sees_not
     # the cohort stays: the pooled accounts are the workshop's hub group (the progress pages' filter)
     admin_view = trainer.http.get(f"{ws_hub.url}/hub/workshops/{NAME}", timeout=30).text
     assert 'id="export"' in admin_view
+    # the course's cohort under the workshop's group: its attendees, with the GPU-hours they used
+    # (a CPU profile here: none)
+    cohort = trainer.http.get(f"{ws_hub.url}/services/academy-progress/courses/{COURSE}/cohort.csv",
+                              params={"group": f"workshop-{NAME}"}, timeout=60)
+    assert cohort.status_code == 200, cohort.text[:300]
+    rows = list(csv.DictReader(io.StringIO(cohort.text)))
+    assert sorted(r["learner"] for r in rows) == workshop["accounts"]
+    assert {r["gpu_hours"] for r in rows} == {"0"}
 
     # The next use of the same pooled account: nothing of the previous attendee.
     assert academy(ws_hub, "workshop", "delete", NAME).returncode == 0
@@ -318,6 +356,37 @@ def test_an_enrolled_learner_opens_an_assignment_in_a_session_from_the_progress_
     again = learner.http.get(f"{ws_hub.url}{link}", timeout=60)
     assert again.url == lab.url
     learner.stop_server()
+
+
+def test_an_attendee_with_an_account_joins_with_it(ws_hub, demo_credentials):
+    out = academy(ws_hub, "workshop", "create", "wsacct", "--title", "Own accounts", "--course", COURSE,
+                  "--assignment", ASSIGNMENT, "--profile", "ws-cpu", "--seats", "1", "--duration", "40m",
+                  "--join", "account", "--reservation", "auto", "--trainer", "trainer1")
+    assert out.returncode == 0, out.stderr
+    info = show(ws_hub, "wsacct")
+    assert "ws-wsacct-01" not in out.stdout and not account_exists("ws-wsacct-01")   # no pooled accounts
+    # not logged in: the hub's login first, then back to the link
+    r = requests.get(info["join link"], timeout=30, allow_redirects=False)
+    assert r.status_code == 302 and "/hub/login?next=" in r.headers["Location"]
+    learner = HubUser(ws_hub, "learner1", demo_credentials["learner1"])
+    began = time.monotonic()
+    r = learner.http.get(info["join link"], timeout=180)
+    while "/hub/spawn-pending/" in r.url and time.monotonic() - began < 180:
+        time.sleep(1)
+        r = learner.http.get(r.url, timeout=60)
+    assert r.status_code == 200 and r.url.endswith(f"/user/learner1/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}"), r.url
+    # their own account and home, in the workshop's reservation
+    assert [j["reservation"] for j in jobs_of(["learner1"])] == ["academy-ws-wsacct"]
+    assert (home("learner1") / COURSE / ASSIGNMENT / NOTEBOOK).is_file()
+    # one seat: the next person is told the workshop is full
+    other = HubUser(ws_hub, "learner2", demo_credentials["learner2"])
+    r = other.http.get(info["join link"], timeout=30)
+    assert r.status_code == 409 and "All 1 seats of &#39;Own accounts&#39; are taken" in r.text
+    # the end stops their session; their account is theirs and stays open
+    assert academy(ws_hub, "workshop", "end", "wsacct").returncode == 0
+    wait_for(lambda: show(ws_hub, "wsacct")["window"].endswith("(ended)"), 120, what="the workshop to end")
+    assert jobs_of(["learner1"]) == []
+    assert subprocess.run(["passwd", "-S", "learner1"], capture_output=True, text=True).stdout.split()[1] != "L"
 
 
 def test_code_guessing_is_rate_limited_and_logged(ws_hub, workshop):

@@ -141,3 +141,20 @@ def test_a_join_ticket_is_good_once_for_its_own_account_and_only_until_it_expire
     assert tickets.redeem(late, "ws-day-01", now=121) is None
     assert tickets.redeem("made-up", "ws-day-01", now=1) is None
     assert len({tickets.issue("ws-day-01", "t", now=0) for _ in range(100)}) == 100
+
+
+@pytest.mark.parametrize("shown, message", [
+    ({"Nodes": "(null)", "NodeCnt": "0", "StartTime": "2026-01-01T08:00:00", "EndTime": "2026-01-01T18:00:00"},
+     "reservation 'site-day' has no nodes; ask the site to give it nodes"),
+    (None, "Slurm has no reservation 'site-day' (scontrol show reservation); ask the site for one"),
+])
+def test_a_site_reservation_without_nodes_or_at_all_is_refused(monkeypatch, shown, message):
+    # A reservation of licences only has no nodes; the one-node test cluster has no licences to
+    # make one, so scontrol's answer is scripted here. (tests/e2e/test_workshops.py refuses a real
+    # reservation of the wrong window, and a missing one.)
+    from hub.workshops import reservation
+
+    monkeypatch.setattr(reservation, "show", lambda bin_dir, name: shown)
+    with pytest.raises(WorkshopError) as e:
+        reservation.check_existing("", "site-day", workshop())
+    assert message in str(e.value)
