@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from jupyterhub import orm, roles, scopes
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
-from jupyterhub.utils import url_path_join
+from jupyterhub.utils import get_browser_protocol, url_path_join
 from tornado import web
 
 from . import accounts, reservation, tickets
@@ -235,7 +235,7 @@ class JoinHandler(_Base):
         ticket = tickets.TICKETS.issue(user.name, token)
         self.set_cookie(tickets.COOKIE, ticket, path=url_path_join(self.base_url, "user", user.escaped_name) + "/",
                         httponly=True, samesite="Lax", expires_days=tickets.TTL_S / 86400,
-                        secure=self.request.protocol == "https")
+                        secure=get_browser_protocol(self.request) == "https")
 
 
 class TicketHandler(APIHandler):

@@ -77,8 +77,9 @@ class Store:
         spec = {k: v for k, v in asdict(w).items() if k not in _ROW_FIELDS}
         with self.engine.begin() as conn:
             conn.execute(workshops.insert().values(name=w.name, code=w.code, state=w.state, spec=json.dumps(spec)))
-            conn.execute(seats.insert(), [{"workshop": w.name, "number": n, "account": w.account(n)}
-                                          for n in range(1, w.seats + 1)] if w.join == "code" else [])
+            if w.join == "code":   # (an empty list would insert one row of NULLs: account seats come at join)
+                conn.execute(seats.insert(), [{"workshop": w.name, "number": n, "account": w.account(n)}
+                                              for n in range(1, w.seats + 1)])
 
     @staticmethod
     def _workshop(row) -> Workshop:

@@ -97,6 +97,17 @@ def test_a_warm_seat_is_handed_out_first(tmp_path):
     assert store.take_seat("llm-day", "second", NOW)["account"] == "ws-llm-day-01"
 
 
+def test_an_account_workshop_starts_with_no_seats_and_gives_each_account_one(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/ws.sqlite")
+    store.add(workshop(join="account", seats=2, code="ABCDEFGH"))
+    assert store.seats("llm-day") == []
+    first = store.add_account_seat("llm-day", "learner1", "k1", 2, NOW)
+    assert first["account"] == "learner1"
+    assert store.add_account_seat("llm-day", "learner1", "k1-again", 2, NOW)["number"] == first["number"]
+    assert store.add_account_seat("llm-day", "learner2", "k2", 2, NOW)["number"] == 2
+    assert store.add_account_seat("llm-day", "trainer1", "k3", 2, NOW) is None   # full
+
+
 def test_the_code_limiter_blocks_an_address_for_the_rest_of_the_minute():
     limiter = JoinLimiter(3)
     for i in range(3):
