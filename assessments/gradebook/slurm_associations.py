@@ -41,6 +41,10 @@ class CourseAssociations:
     scancel: str = "scancel"
     # {course id: its budget}, asked at every sync: a course published since start counts too
     budgets: Callable[[], dict[str, GpuBudget]] = field(default=dict)
+    # A workshop's pooled accounts (ws-<workshop>-NN): their associations, with the workshop
+    # profile's QOS, are the workshop's to make and end (hub/workshops); left to this sync, the
+    # course's groups give them no QOS and every running workshop session was cancelled.
+    workshop_seat: Callable[[str], bool] = field(default=lambda user: False)
 
     @classmethod
     def from_config(cls, cfg: dict, budgets: Callable[[], dict[str, GpuBudget]] = dict) -> "CourseAssociations | None":
@@ -48,16 +52,18 @@ class CourseAssociations:
         if not s.get("accounts"):
             return None
         bin_dir = s.get("bin_dir", "")
+        from hub.workshops.model import is_pooled_account
+
         return cls(SlurmAccounts(bin_dir, s.get("command_timeout", 30)),
                    Policy.from_config(cfg), parse_profiles(cfg["profiles"]),
-                   f"{bin_dir.rstrip('/')}/scancel" if bin_dir else "scancel", budgets)
+                   f"{bin_dir.rstrip('/')}/scancel" if bin_dir else "scancel", budgets, is_pooled_account)
 
     def desired(self, enrolment: Enrolment, hub_groups: dict[str, set[str]], courses: set[str] | None,
                 budgets: dict[str, GpuBudget]) -> dict[tuple[str, str], tuple[list[str], int | None]]:
         """{(user, course account): (QOS, GPU-minutes of their own)} the enrolment asks for (of `courses`, or all)."""
         want = {}
         for course, user, role in enrolment.find_all():
-            if courses is None or course in courses:
+            if (courses is None or course in courses) and not self.workshop_seat(user):
                 groups = hub_groups.get(user, set()) | {group_name(course, role)}
                 own = GpuBudget.minutes(budgets[course].learner_gpu_hours) if course in budgets and role == "learner" \
                     else None
@@ -90,7 +96,8 @@ class CourseAssociations:
             if self.policy.account_for(course) not in existing:
                 ensure_course_account(self.accounts, self.policy, self.profiles, course)
         changed: dict[str, list] = {"set": [], "removed": [], "budgets": self.sync_budgets(enrolled, budgets)}
-        ours = {(user, self.policy.account_for(course)) for course, user in enrolment.find_ever_enrolled(courses)}
+        ours = {(user, self.policy.account_for(course)) for course, user in enrolment.find_ever_enrolled(courses)
+                if not self.workshop_seat(user)}
         have = self.accounts.associations(sorted({u for u, _ in ours | set(want)}))
         for (user, account), (qos, own) in sorted(want.items()):
             if qos and self.accounts.set_association(user, account, qos, qos[0], have.get((user, account)), own):

@@ -321,7 +321,7 @@ def test_the_end_of_the_window_stops_locks_and_exports_and_the_next_use_sees_not
 
     # The next use of the same pooled account: nothing of the previous attendee.
     assert academy(ws_hub, "workshop", "delete", NAME).returncode == 0
-    out = create(ws_hub, NAME, "--seats", "1")   # seat 01, which the first of the room had
+    out = create(ws_hub, NAME)
     assert out.returncode == 0, out.stderr
     link = show(ws_hub)["join link"]
     wait_for(lambda: requests.get(link, timeout=60, allow_redirects=False).status_code != 403, 60,

@@ -230,6 +230,35 @@ def test_an_enrolment_made_while_a_sync_runs_keeps_its_association(users, base_c
         subprocess.run(["sacctmgr", "-i", "delete", "account", account], capture_output=True, check=False)
 
 
+def test_a_workshop_seats_association_is_left_to_the_workshop(users, base_config, tmp_path):
+    """A pooled workshop account is enrolled in the course, but its association (with the workshop
+    profile's QOS) is the workshop's: the sync neither rewrites nor ends it, nor cancels its session."""
+    from hub.workshops.model import is_pooled_account
+
+    course, seat = "seat-test-101", "ws-synctest-01"
+    account = f"academy-{course}"
+    subprocess.run(["useradd", "-M", seat], capture_output=True)
+    enrolment = Enrolment(open_gradebook(f"sqlite:///{tmp_path / 'gradebook.sqlite'}"))
+    associations = CourseAssociations.from_config(base_config)
+    assert associations.workshop_seat is is_pooled_account
+    hub = GroupsOnly({"learner1": ["learners"], seat: ["workshop-synctest", f"{course}-learners"]})
+    try:
+        enrolment.add(course, "learner1", "learner")
+        enrolment.add(course, seat, "learner")
+        associations.sync(hub, enrolment, {course})          # the course's account made
+        associations.accounts.set_association(seat, account, ["academy-cpu-small"], "academy-cpu-small", None)
+        changed = associations.sync(hub, enrolment, {course})
+        assert (seat, account) not in changed["removed"] and (seat, account) not in changed["set"]
+        assert SlurmAccounts().associations([seat])[(seat, account)].qos == {"academy-cpu-small"}
+    finally:
+        enrolment.remove(course, "learner1")
+        enrolment.remove(course, seat)
+        associations.sync(hub, enrolment, {course})
+        subprocess.run(["sacctmgr", "-i", "delete", "user", seat], capture_output=True)
+        subprocess.run(["sacctmgr", "-i", "delete", "account", account], capture_output=True, check=False)
+        subprocess.run(["userdel", seat], capture_output=True)
+
+
 def test_gpu_budgets_from_the_catalogue_are_kept_by_slurm(users, base_config, tmp_path):
     """The catalogue's budgets become GrpTRESMins on the course account and each learner's
     association; Slurm refuses a job its learner's budget cannot cover, and holds one the course's
