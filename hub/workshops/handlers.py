@@ -27,7 +27,7 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import get_browser_protocol, url_path_join
 from tornado import web
 
-from . import accounts, reservation, tickets
+from . import accounts, tickets
 from .model import CODE_RE, Workshop, is_pooled_account, normalise_code
 from .profiles import workshop_of_account
 from .store import Store, database_url
@@ -193,8 +193,7 @@ class JoinHandler(_Base):
                                       "ask the trainer for a seat.")
         await asyncio.to_thread(self.ws.enrolment.add, w.course, user.name, "learner")
         self.join_groups(user, [w.group, f"{w.course}-learners"])
-        if w.reservation and w.reservation_owned:
-            await asyncio.to_thread(reservation.add_user, self.ws.slurm_bin_dir, w.reservation, user.name)
+        # (the platform's reservation admits the course's account: reservation.create)
         return await self._to_session(w, user)
 
     async def _to_session(self, w: Workshop, user):

@@ -102,18 +102,19 @@ def create(cfg: dict, w: Workshop, users: list[str], prewarm_s: float) -> str:
     nodes = sorted(cfg["slurm"]["node_hosts"]) or None
     cores = min(w.seats * profile.cpus, cfg["slurm"]["node_cpus"] * max(1, cfg["slurm"]["nodes"]))
     start = max(time.time() + 1, w.starts_at - prewarm_s)
+    # Attendees with their own accounts are not known until they join, and adding a user to a
+    # core reservation later is refused while its node's cores are busy ("Requested nodes are
+    # busy"): such a workshop admits the course's Slurm account, which each attendee's session
+    # is charged to once they have joined (and are enrolled).
+    admits = f"Users={','.join(users) or 'root'}" if w.join == "code" else \
+        f"Accounts={_accounting(cfg)[1].account_for(w.course)}"
     args = ["create", "reservation", f"ReservationName={name}", f"StartTime={_iso(start)}",
-            f"EndTime={_iso(w.ends_at + MARGIN_S)}", f"Users={','.join(users) or 'root'}",
-            f"PartitionName={profile.partition}", f"CoreCnt={cores}"]
+            f"EndTime={_iso(w.ends_at + MARGIN_S)}", admits, f"PartitionName={profile.partition}", f"CoreCnt={cores}"]
     args.append(f"Nodes={','.join(nodes)}" if nodes else "NodeCnt=1")
     result = _scontrol(cfg["slurm"]["bin_dir"], *args)
     if result.returncode != 0:
         raise WorkshopError(f"Slurm refused the reservation {name}: {(result.stderr or result.stdout).strip()}")
     return name
-
-
-def add_user(bin_dir: str, name: str, user: str) -> None:
-    _scontrol(bin_dir, "update", f"ReservationName={name}", f"Users+={user}")
 
 
 def delete(bin_dir: str, name: str) -> bool:
