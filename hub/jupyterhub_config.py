@@ -9,6 +9,7 @@ import sys
 from hub.config import ConfigError, load
 from hub.configurer import apply_config, db_url
 from hub.hub_db import sqlite_in_wal_mode
+from hub.hub_gc import freeze_after_start
 
 try:
     _cfg = load()
@@ -19,3 +20,5 @@ except ConfigError as _e:
 apply_config(c, _cfg)  # noqa: F821 - `c` is provided by JupyterHub
 if db_url(_cfg).startswith("sqlite"):
     sqlite_in_wal_mode()
+
+freeze_after_start()

@@ -77,6 +77,7 @@ class WorkshopContext:
         self.slurm_bin_dir = cfg["slurm"]["bin_dir"]
         self._cfg = cfg
         self._enrolment = None
+        self.user_ids: dict[str, int] = {}   # seat account -> hub user id (JoinHandler.seat_user)
 
     @property
     def store(self) -> Store:
@@ -174,10 +175,24 @@ class JoinHandler(_Base):
             days = max(1 / 24, (w.ends_at - time.time()) / 86400 + 0.1)
             self.set_secure_cookie(cookie, key, expires_days=days, path=url_path_join(self.hub.base_url, "workshop"),
                                    httponly=True, samesite="Lax")
-        user = self.user_from_username(seat["account"])
+        user = self.seat_user(seat["account"])
         self.join_groups(user, [w.group, f"{w.course}-learners"])
         self.set_login_cookie(user)
         return await self._to_session(w, user)
+
+    def seat_user(self, account: str):
+        """The hub's user for a seat's account, from the hub's user cache by id when it holds it: a
+        lookup by name queries the database and reloads the user's roles and groups (a sixth of a
+        join's time in the hub). The seat's users are made afresh for each workshop, so the name is
+        checked and a stale id falls back to the lookup by name."""
+        uid = self.ws.user_ids.get(account)
+        if uid is not None and uid in self.users:
+            user = self.users[uid]
+            if user.name == account:
+                return user
+        user = self.user_from_username(account)
+        self.ws.user_ids[account] = user.id
+        return user
 
     async def _join_with_account(self, w: Workshop):
         user = self.current_user
@@ -232,7 +247,8 @@ class JoinHandler(_Base):
         token = orm.APIToken.new(user=user.orm_user, oauth_client=client, scopes=sorted(granted),
                                  session_id=session_id, expires_in=expires_in)
         ticket = tickets.TICKETS.issue(user.name, token)
-        self.set_cookie(tickets.COOKIE, ticket, path=url_path_join(self.base_url, "user", user.escaped_name) + "/",
+        # (the server's path: under subdomains the cookie never reaches it, and OAuth does the work)
+        self.set_cookie(tickets.COOKIE, ticket, path=user.base_url,
                         httponly=True, samesite="Lax", expires_days=tickets.TTL_S / 86400,
                         secure=get_browser_protocol(self.request) == "https")
 

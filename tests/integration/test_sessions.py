@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from hub import hub_process
+
 from ..assessment_support import academy
 from ..support import live_jobs, run_in_kernel, squeue, wait_for
 
@@ -190,6 +192,14 @@ def test_hub_database_commits_through_a_write_ahead_log(hub, learner):
     finally:
         conn.close()
     assert learner.api("GET", "/users/learner1").status_code == 200  # and the hub works on it
+
+
+def test_hub_freezes_its_start_up_heap_out_of_full_collections(hub):
+    # hub/hub_gc.py: once JupyterHub has started, not at config load (nothing would be frozen yet)
+    text = hub_process.log_file(hub.cfg).read_text()
+    found = re.search(r"JupyterHub is now running.*?academy: (\d+) objects from the hub's start-up frozen", text, re.S)
+    assert found, "the hub did not log its start-up heap frozen after it started"
+    assert int(found.group(1)) > 100_000   # JupyterHub, SQLAlchemy, tornado and the platform, imported
 
 
 def test_two_gpu_profile_gets_two_devices(hub, login):
