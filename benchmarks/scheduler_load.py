@@ -46,6 +46,10 @@ def start_sessions(learners: list, body: dict, timeout: float) -> tuple[int, lis
         t0 = time.monotonic()
         try:
             r = learner.start(body)
+            while r.status_code == 429 and time.monotonic() - t0 < timeout:
+                # JupyterHub's concurrent_spawn_limit (100 pending): try again when it says, as a person would
+                time.sleep(float(r.headers.get("Retry-After") or 5))
+                r = learner.start(body)
             if r.status_code not in (201, 202):
                 raise RuntimeError(f"start refused: {r.status_code} {r.text[:200]}")
             while time.monotonic() - t0 < timeout:

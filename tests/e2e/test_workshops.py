@@ -349,9 +349,11 @@ def test_an_enrolled_learner_opens_an_assignment_in_a_session_from_the_progress_
     assert "/hub/spawn/learner2" in form.url and 'name="profile"' in form.text
     pending = learner.http.post(form.url, data={"profile": "cpu-small", "walltime": "10", "_xsrf": learner.xsrf},
                                 timeout=180)
-    assert "/hub/spawn-pending/learner2?next=" in pending.url
-    learner.wait_ready()
-    lab = learner.http.get(pending.url, timeout=60)    # what the pending page does once the server is up
+    if "/hub/spawn-pending/learner2?next=" in pending.url:
+        learner.wait_ready()
+        lab = learner.http.get(pending.url, timeout=60)    # what the pending page does once the server is up
+    else:   # the session was up within the hub's slow_spawn_timeout: JupyterHub goes straight on to next
+        lab = pending
     assert lab.status_code == 200 and lab.url.endswith(f"/user/learner2/lab/tree/{COURSE}/{ASSIGNMENT}/{NOTEBOOK}"), \
         (lab.url, lab.text[-1500:])
     # with a session running, the link opens the notebook at once
