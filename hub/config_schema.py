@@ -52,6 +52,10 @@ HUB = _section("the hub, its proxy and its database", {
                      "description": "seconds for a started server to answer, 5 to 3600"},
     "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600,
                       "description": "seconds between the hub's checks of each session, 1 to 3600"},
+    "instance": {"type": "string", "pattern": r"^([a-z0-9][a-z0-9_.-]{0,31})?$",
+                 "description": "this hub's name among hubs that share one Slurm cluster (staging and production, "
+                                "say): its jobs carry it, and its reaper and `academy down` end only jobs that do; "
+                                "empty for the only hub (lower-case letters, digits, '_', '.', '-'; at most 32)"},
 })
 
 _groups = {"type": "array", "items": {"type": "string", "minLength": 1}, "description": "a list of group names"}

@@ -159,8 +159,10 @@ def update_spawner(c, cfg: dict) -> None:
 
 
 def platform_tag(cfg: dict) -> str:
-    """The tag in every session job's comment (see spawners.reaper)."""
-    return f"academy-{cfg['slurm']['cluster_name']}"
+    """The tag in every session job's comment (see spawners.reaper): the cluster's, and the hub's
+    instance name when hubs share the cluster (the reaper reads a tag up to its first ':')."""
+    instance = cfg["hub"].get("instance", "")
+    return f"academy-{cfg['slurm']['cluster_name']}" + (f"-{instance}" if instance else "")
 
 
 def update_services(c, cfg: dict) -> None:

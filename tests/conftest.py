@@ -47,9 +47,11 @@ def demo_credentials(base_config) -> dict[str, str]:
 def start_hub(root: Path, overrides: dict) -> Hub:
     """A real JupyterHub (and configurable-http-proxy) on free ports, with its own state dir."""
     hub_port = free_port()
+    # Each hub an instance name of its own, as two hubs on one cluster need: the session-long hub's
+    # reaper runs beside every other hub here, and ends jobs of its tag that it has no record of.
     hub_keys = {"port": free_port(), "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}",
                 "proxy_api_port": free_port(), "state_dir": str(root / "state"), "log_dir": str(root / "log"),
-                "start_timeout": 120}
+                "start_timeout": 120, "instance": root.name.lower()[:32]}
     config = {**overrides, "hub": {**hub_keys, **overrides.get("hub", {})},
               "assessments": {"root": str(root / "courses"), "work_root": f"/var/tmp/academy-tests/{root.name}",
                               "exchange_port": free_port(), **overrides.get("assessments", {})},
@@ -95,9 +97,9 @@ def make_hub(tmp_path_factory, slurm_cluster_up, demo_credentials, request):
         stop_hub(hub, f"{request.node.name}-{i}.log")
     # Sessions outlive their hub by design: end what this test's hubs left behind. In a thread
     # of its own: Playwright's sync API may hold this thread's event loop.
-    if hubs:
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, reaper.cancel_all(SlurmClient(), platform_tag(hubs[0].cfg))).result()
+    with ThreadPoolExecutor(1) as pool:
+        for tag in {platform_tag(hub.cfg) for hub in hubs}:
+            pool.submit(asyncio.run, reaper.cancel_all(SlurmClient(), tag)).result()
 
 
 @pytest.fixture

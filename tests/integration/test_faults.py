@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from hub import slurm_cluster
+from hub.configurer import platform_tag
 
 from ..support import (HubUser, LogMark, hub_answers, live_jobs, progress_gpu_hours, run_in_kernel, sacct_gpu_hours,
                        session_token, squeue, wait_for)
@@ -203,16 +204,23 @@ def test_scancel_failures_are_retried_until_the_job_is_gone(make_hub, demo_crede
 def test_reaper_cancels_platform_jobs_without_a_hub_record_and_leaves_others(make_hub, demo_credentials):
     hub = fast_hub(make_hub)
     submit = ["sudo", "-u", "learner2", "sbatch", "--parsable", "--time=5", "--output=/dev/null", "--wrap=sleep 300"]
-    orphan = subprocess.run([*submit, "--comment=academy-academy:learner2:default"], capture_output=True, text=True,
-                            check=True, cwd="/tmp").stdout.strip()
+    # a session of another hub on the same cluster (hub.instance empty: the only hub's tag), submitted
+    # first: the reaper's round that sees the orphan sees it too
+    assert platform_tag(hub.cfg) != "academy-academy"
+    other_hubs = subprocess.run([*submit, "--comment=academy-academy:learner2:default"], capture_output=True,
+                                text=True, check=True, cwd="/tmp").stdout.strip()
+    orphan = subprocess.run([*submit, f"--comment={platform_tag(hub.cfg)}:learner2:default"], capture_output=True,
+                            text=True, check=True, cwd="/tmp").stdout.strip()
     unrelated = subprocess.run(submit, capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
     try:
         assert wait_for(lambda: squeue("--jobs", orphan)[0]["state"] not in ("PENDING", "RUNNING", "COMPLETING"), 20)
         assert squeue("--jobs", orphan)[0]["state"] == "CANCELLED"
         assert squeue("--jobs", unrelated)[0]["state"] in ("PENDING", "RUNNING")
+        assert squeue("--jobs", other_hubs)[0]["state"] in ("PENDING", "RUNNING")
         assert f"job {orphan}" in hub.log and "has no hub record" in hub.log
+        assert f"job {other_hubs}" not in hub.log
     finally:
-        subprocess.run(["scancel", orphan, unrelated], check=False)
+        subprocess.run(["scancel", orphan, unrelated, other_hubs], check=False)
 
 
 def test_every_session_job_has_a_walltime(make_hub, demo_credentials):

@@ -61,6 +61,23 @@ def test_unreadable_and_malformed_files(tmp_path):
         load(bad)
 
 
+def test_hubs_sharing_a_cluster_tag_their_jobs_apart(tmp_path):
+    from hub.configurer import platform_tag, update_services, update_spawner
+    from traitlets.config import Config
+
+    assert platform_tag(load(write(tmp_path, {}))) == "academy-academy"   # the only hub: as before the key
+    cfg = load(write(tmp_path, {"hub": {"instance": "staging", "state_dir": str(tmp_path)}}))
+    c = Config()
+    update_spawner(c, cfg)
+    update_services(c, cfg)
+    reaper = next(s["command"] for s in c.JupyterHub.services if s["name"] == "academy-reaper")
+    # the spawner's job comments and the reaper's filter are the same tag
+    assert c.AcademySlurmSpawner.hub_instance == reaper[reaper.index("--tag") + 1] == "academy-academy-staging"
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, {"hub": {"instance": "Prod:1"}}))
+    assert "config key hub.instance: 'Prod:1' does not match" in str(e.value)
+
+
 def test_behind_a_tls_proxy_the_hub_is_told_its_public_url(tmp_path):
     from traitlets.config import Config
 

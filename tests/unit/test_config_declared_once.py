@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Traits update_spawner sets from something other than one config key's value.
 DERIVED = {
     "profiles",            # the whole validated list; an unconfigured spawner offers none
-    "hub_instance",        # academy-<slurm.cluster_name>, not a key of its own
+    "hub_instance",        # academy-<slurm.cluster_name>[-<hub.instance>], not a key of its own
     "session_event_hook",  # an object the hub builds
     "slurm_accounts",      # the whole slurm.accounts section; an unconfigured spawner charges no account
     "slurm_manage_qos",    # slurm.manage: only the embedded cluster's QOS are the platform's to keep
