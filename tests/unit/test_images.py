@@ -136,3 +136,33 @@ def test_the_compose_layout_has_its_parts_and_names_what_exists():
         name = f"docker/compose/{secret['file'].lstrip('./')}"
         assert name in (ROOT / ".gitignore").read_text().splitlines()
         assert any(fnmatch(name, pattern) for pattern in dockerignore), f"{name} would enter the images"
+
+
+def test_every_image_removes_the_import_time_hogs_from_the_environments_it_makes():
+    """What `./academy` and hub/installer.py do to the hub and session environments, the images do."""
+    from hub.installer import IMPORT_TIME_HOGS
+
+    recipes = {p.parent.name: p.read_text() for p in DOCKERFILES} | {"apptainer": APPTAINER.read_text()}
+    recipes["./academy"] = (ROOT / "academy").read_text()
+    for name, text in recipes.items():
+        for env in ("venv-hub", "venv-notebook"):
+            if re.search(rf"{env}/bin/(pip|python -m pip) install (-q --disable-pip-version-check )?-(e|r) ", text) \
+                    or (name == "./academy" and env == "venv-hub"):
+                for hog in IMPORT_TIME_HOGS:
+                    assert re.search(rf"(pip|-m pip) uninstall -y (-q )?{hog}", text), f"{name}: {env} keeps {hog}"
+
+
+@pytest.mark.parametrize("env, modules", [
+    # the hub, its services and the CLI; a session's server
+    ("hub", "hub.cli, jupyterhub.app, assessments.exchange.service, assessments.progress.service"),
+    ("notebook", "jupyterhub.singleuser, jupyter_server.serverapp"),
+])
+def test_the_environments_import_none_of_the_hogs(env, modules):
+    from hub.config import load
+    from hub.installer import IMPORT_TIME_HOGS
+
+    python = sys.executable if env == "hub" else str(Path(load()["notebook_env"]) / "bin" / "python")
+    hogs = [h.replace("-", "_") for h in IMPORT_TIME_HOGS]
+    probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {hogs!r}))"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr[-2000:]
