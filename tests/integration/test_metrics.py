@@ -89,6 +89,8 @@ def test_prometheus_scrapes_sessions_slurm_and_the_services(hub, learner, promet
                            handler="AssignmentsHandler", code="200"), 20,
              what="the exchange's request in academy_service_request_seconds")
     assert prometheus("jupyterhub_running_servers")   # JupyterHub's own series come along
+    # the hub's garbage-collection pauses: at least the full pass before its start-up heap was frozen
+    assert value(prometheus("academy_hub_gc_pause_seconds_count"), generation="2") >= 1
 
     learner.stop_server()
     wait_for(lambda: value(prometheus("academy_session_ends_total"), profile="cpu-small", reason="stopped-by-hub"),
