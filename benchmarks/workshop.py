@@ -52,6 +52,12 @@ def academy(hub: OursHub, *args: str) -> str:
     return out.stdout
 
 
+# What a browser sends when it opens a link itself (Fetch Metadata): the join link takes a seat
+# for these, and shows anything else a Join button (hub/workshops/handlers.py).
+NAVIGATION = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none",
+              "Sec-Fetch-User": "?1"}
+
+
 class Browser:
     """One attendee's browser, as lean as the client side can be: one keep-alive connection, a
     cookie jar by name and path, redirects followed. The room's 30 browsers run on the machine
@@ -100,7 +106,7 @@ def attendee_visit(link: str, timeout: float) -> tuple[float, str]:
     b = Browser(link.split("/hub/")[0], timeout)
     try:
         began = time.monotonic()
-        status, url, _ = b.get(link)
+        status, url, _ = b.get(link, NAVIGATION)
         while "/hub/spawn-pending/" in url and time.monotonic() - began < timeout:
             time.sleep(0.5)                 # the pending page reloads once the session is up
             status, url, _ = b.get(url)

@@ -10,6 +10,11 @@
 
 Codes are guessed only slowly: past ``join_failures_per_minute`` wrong codes from one address,
 every try is answered 429 until the minute has passed, and each refusal is logged.
+
+A seat is taken by a browser opening the link (its navigation headers, ``Sec-Fetch-Dest:
+document`` and ``Sec-Fetch-Mode: navigate``), or by the Join button of the page anything else is
+shown: a chat's link preview, a mail scanner's check of every link, a script. Those would
+otherwise take a seat each, and with it the seat's login, for nobody.
 """
 
 from __future__ import annotations
@@ -128,8 +133,18 @@ def _local(t: float) -> str:
     return time.strftime("%H:%M", time.localtime(t))
 
 
+def browser_navigation(headers) -> bool:
+    """A browser opening the link itself (Fetch Metadata, sent by every current browser), not a
+    program fetching it; a browser without these headers gets the Join button."""
+    return headers.get("Sec-Fetch-Dest") == "document" and headers.get("Sec-Fetch-Mode") == "navigate"
+
+
 class JoinHandler(_Base):
-    async def get(self, typed: str):
+    async def post(self, typed: str):
+        """The Join button (an attendee whose visit did not look like a browser's navigation)."""
+        return await self.get(typed, pressed=True)
+
+    async def get(self, typed: str, pressed: bool = False):
         address = self.request.remote_ip
         wait = self.ws.limiter.wait_s(address)
         if wait:
@@ -158,19 +173,29 @@ class JoinHandler(_Base):
                                       "reload this page then.")
         if w.join == "account":
             return await self._join_with_account(w)
-        return await self._join_pooled(w)
+        return await self._join_pooled(w, pressed or browser_navigation(self.request.headers))
 
-    async def _join_pooled(self, w: Workshop):
+    async def _full(self, w: Workshop):
+        return await self.message(409, "This workshop is full",
+                                  f"All {w.seats} seats of '{w.title}' are taken. There is no waiting list: "
+                                  "ask the trainer for a seat.")
+
+    async def _join_pooled(self, w: Workshop, attendee: bool):
         cookie = f"academy-seat-{w.name}"
         key = (self.get_secure_cookie(cookie, max_age_days=2) or b"").decode() or None
         seat = self.ws.store.seat_of_key(w.name, key) if key else None
+        if seat is None and not attendee:
+            if all(s["key_hash"] for s in self.ws.store.seats(w.name)):
+                return await self._full(w)
+            self.log.info("workshop %s: a visit without a browser's navigation (a link preview, a mail scanner?) "
+                          "was shown the Join button; no seat taken", w.name)
+            return await self.message(200, f"Join '{w.title}'", "Press Join to take your seat and open the "
+                                      "workshop's notebook.", join_button=True)
         if seat is None:
             key = secrets.token_urlsafe(24)
             seat = self.ws.store.take_seat(w.name, key)
             if seat is None:
-                return await self.message(409, "This workshop is full",
-                                          f"All {w.seats} seats of '{w.title}' are taken. There is no waiting list: "
-                                          "ask the trainer for a seat.")
+                return await self._full(w)
             self.log.info("workshop %s: seat %d (%s) taken", w.name, seat["number"], seat["account"])
             days = max(1 / 24, (w.ends_at - time.time()) / 86400 + 0.1)
             self.set_secure_cookie(cookie, key, expires_days=days, path=url_path_join(self.hub.base_url, "workshop"),
@@ -203,9 +228,7 @@ class JoinHandler(_Base):
                                       f"'{w.title}' is joined with your own account; log out of {user.name} first.")
         seat = self.ws.store.add_account_seat(w.name, user.name, secrets.token_urlsafe(24), w.seats)
         if seat is None:
-            return await self.message(409, "This workshop is full",
-                                      f"All {w.seats} seats of '{w.title}' are taken. There is no waiting list: "
-                                      "ask the trainer for a seat.")
+            return await self._full(w)
         await asyncio.to_thread(self.ws.enrolment.add, w.course, user.name, "learner")
         self.join_groups(user, [w.group, f"{w.course}-learners"])
         # (the platform's reservation admits the course's account: reservation.create)

@@ -127,6 +127,18 @@ def workshop(ws_hub):
     return {"code": info["code"], "link": info["join link"], "accounts": accounts}
 
 
+def test_a_link_preview_or_a_mail_scanner_takes_no_seat(ws_hub, workshop):
+    """What fetches the link without being a browser opening it (a chat's preview, a mail gateway
+    checking every link) is shown the Join button: no seat, no login."""
+    mark = ws_hub.log_mark()
+    for agent in ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "Mozilla/5.0 (compatible; scanner)"):
+        r = requests.get(workshop["link"], headers={"User-Agent": agent}, timeout=30)
+        assert r.status_code == 200 and 'type="submit">Join</button>' in r.text and "/user/" not in r.url
+        assert not [c.name for c in r.cookies if c.name != "_xsrf"], r.cookies
+    assert show(ws_hub)["seats"].startswith(f"0 of {SEATS} taken")
+    assert "was shown the Join button; no seat taken" in mark.new_text()
+
+
 async def _join_all(link: str, count: int) -> list[dict]:
     from playwright.async_api import async_playwright
 
@@ -261,10 +273,14 @@ def test_a_seat_nobody_took_is_let_go_and_a_late_attendee_starts_cold(ws_hub, wo
              hub_process.log_file(ws_hub.cfg).read_text(), 240, what="the free seat's warm session to be let go")
     wait_for(lambda: not jobs_of([free]), 60, what="the free seat's job to end")
     assert len(jobs_of(joined["accounts"])) == ROOM   # the attendees' own go on
-    # the late attendee gets that seat: a cold start, then the notebook
+    # the late attendee gets that seat: a cold start, then the notebook. Their browser sends no
+    # Fetch Metadata (an older one), so the link shows the Join button, which takes the seat.
     late = requests.Session()
     began = time.monotonic()
-    r = late.get(workshop["link"], timeout=60)
+    page = late.get(workshop["link"], timeout=60)
+    assert page.status_code == 200 and "/user/" not in page.url and 'type="submit">Join</button>' in page.text
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    r = late.post(workshop["link"], data={"_xsrf": xsrf}, timeout=60)
     while "/hub/spawn-pending/" in r.url and time.monotonic() - began < 180:
         time.sleep(1)                   # what the pending page's script does once the session is up
         r = late.get(r.url, timeout=60)
